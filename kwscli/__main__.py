@@ -1,0 +1,3 @@
+from kwscli.cli import main
+
+main()

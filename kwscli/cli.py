@@ -1,0 +1,302 @@
+"""`kws` command line: options → validated config → one core call → render.
+
+No tensor code here, and no torch import at module level, so `kws --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from kwscli.errors import KwsError
+
+_state = {"debug": False}
+
+
+class _Group(TyperGroup):
+    """Turns the core's KwsError into one red line and its exit code (a traceback with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KwsError as exc:
+            if _state["debug"]:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:
+            # usage errors and exits belong to click/typer; anything else is a bug in kws
+            if _state["debug"] or type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+
+
+def _fail(message: str, code: int = 1):
+    from kwscli.report import err_console
+
+    lines = message.splitlines() or [message]
+    err_console.print(f"[bold red]error:[/] {lines[0]}", highlight=False, soft_wrap=True)
+    for line in lines[1:]:
+        err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train, compress, evaluate and run small keyword spotters.",
+)
+data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Get or make datasets.")
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from kwscli import __version__
+
+        typer.echo(f"kws {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# ---------------------------------------------------------------- shared options
+
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML/JSON settings (flags win over it).")
+]
+DataDir = Annotated[str | None, typer.Option("--data", help="Dataset root (<word>/*.wav).")]
+Keyword = Annotated[str | None, typer.Option(help="Keyword folder name.")]
+Split = Annotated[str | None, typer.Option(help="official (split lists) or random (80/20).")]
+Name = Annotated[str | None, typer.Option(help="Run name: output goes to RUNS_DIR/NAME/.")]
+RunsDir = Annotated[str | None, typer.Option(help="Folder of run folders.")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+EpochSize = Annotated[int | None, typer.Option(help="Clips drawn per epoch.")]
+BatchSize = Annotated[int | None, typer.Option(help="Clips per step.")]
+LR = Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")]
+WeightDecay = Annotated[float | None, typer.Option(help="Adam weight decay.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed.")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+Augment = Annotated[
+    bool | None,
+    typer.Option("--augment/--no-augment", help="Noise/gain/SpecAugment on training batches."),
+]
+NMels = Annotated[int | None, typer.Option(help="Mel bands.")]
+Channels = Annotated[int | None, typer.Option(help="Conv output channels.")]
+Kernel = Annotated[tuple[int, int] | None, typer.Option(help="Conv kernel: FREQ TIME.")]
+Stride = Annotated[tuple[int, int] | None, typer.Option(help="Conv stride: FREQ TIME.")]
+Hidden = Annotated[int | None, typer.Option(help="GRU hidden size.")]
+Layers = Annotated[int | None, typer.Option(help="GRU layers.")]
+Bidir = Annotated[
+    bool | None, typer.Option("--bidirectional/--unidirectional", help="Bidirectional GRU.")
+]
+PrintConfig = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved config and exit.")
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing run.")]
+
+
+def _overrides(**kw) -> dict:
+    """CLI flags as a nested config dict (None = not given)."""
+    return {
+        "name": kw.get("name"),
+        "runs_dir": kw.get("runs_dir"),
+        "data": {"path": kw.get("data"), "keyword": kw.get("keyword"), "split": kw.get("split")},
+        "features": {"n_mels": kw.get("n_mels")},
+        "model": {
+            "cnn_out_channels": kw.get("cnn_out_channels"),
+            "kernel_size": kw.get("kernel_size"),
+            "stride": kw.get("stride"),
+            "hidden_size": kw.get("hidden_size"),
+            "gru_num_layers": kw.get("gru_num_layers"),
+            "bidirectional": kw.get("bidirectional"),
+        },
+        "train": {
+            "num_epochs": kw.get("epochs"),
+            "batch_size": kw.get("batch_size"),
+            "learning_rate": kw.get("lr"),
+            "weight_decay": kw.get("weight_decay"),
+            "seed": kw.get("seed"),
+            "device": kw.get("device"),
+            "augment": kw.get("augment"),
+            "epoch_size": kw.get("epoch_size"),
+        },
+    }
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def teacher(
+    config: ConfigFile = None,
+    data: DataDir = None,
+    keyword: Keyword = None,
+    split: Split = None,
+    name: Name = None,
+    runs_dir: RunsDir = None,
+    epochs: Epochs = None,
+    epoch_size: EpochSize = None,
+    batch_size: BatchSize = None,
+    lr: LR = None,
+    weight_decay: WeightDecay = None,
+    seed: Seed = None,
+    device: Device = None,
+    augment: Augment = None,
+    n_mels: NMels = None,
+    cnn_out_channels: Channels = None,
+    kernel_size: Kernel = None,
+    stride: Stride = None,
+    hidden_size: Hidden = None,
+    gru_num_layers: Layers = None,
+    bidirectional: Bidir = None,
+    print_config: PrintConfig = False,
+    resume: Resume = False,
+    force: Force = False,
+) -> None:
+    """Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."""
+    from kwscli.config import RunConfig, build_config
+    from kwscli.report import console
+
+    cfg = build_config(RunConfig, config, _overrides(**locals()))
+    if print_config:
+        _print_config(cfg)
+        return
+    from kwscli.report import CountProgress, TrainingProgress
+    from kwscli.train import train_teacher
+
+    with CountProgress("log-mel cache") as progress, TrainingProgress() as callbacks:
+        result = train_teacher(cfg, resume, force, callbacks, progress)
+    skipped = result.extras.get("skipped") or []
+    if skipped:
+        console.print(
+            f"[yellow]warning:[/] skipped {len(skipped)} unreadable files, e.g. {skipped[0]}"
+        )
+    console.print(
+        f"best epoch {result.best_epoch}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
+        f"{result.checkpoint}"
+    )
+
+
+@app.command()
+def evaluate(
+    models: Annotated[list[Path], typer.Argument(help="kws checkpoints (.pt).")],
+    data: DataDir = None,
+    split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write the FA/FR curve PNG here.")] = None,
+    latency: Annotated[
+        bool, typer.Option("--latency/--no-latency", help="Measure CPU latency per 1 s clip.")
+    ] = True,
+) -> None:
+    """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
+    if split not in ("val", "test", "train", "all"):
+        raise KwsError(f"--split {split!r}: expected val, test, train or all")
+    from kwscli.evaluate import evaluate_checkpoint
+    from kwscli.report import console, evaluation_table, plot_fa_fr, print_json
+
+    reports = [evaluate_checkpoint(m, data, split, latency=latency) for m in models]
+    if plot:
+        plot_fa_fr(reports, plot)
+    if json_out:
+        print_json([r.to_dict() for r in reports])
+    else:
+        console.print(evaluation_table(reports))
+        if plot:
+            console.print(f"FA/FR curve → {plot}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/synth"),
+    clips: Annotated[int, typer.Option(min=10, help="Number of 1 s clips.")] = 4000,
+    keyword: Annotated[str, typer.Option(help="Keyword to synthesize.")] = "sheila",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing synth dataset.")
+    ] = False,
+) -> None:
+    """Generate a Speech-Commands-layout dataset with the built-in TTS (no network)."""
+    from kwscli.data.synthetic import synthesize_dataset
+    from kwscli.report import CountProgress, console
+
+    with CountProgress("synthesizing") as progress:
+        rep = synthesize_dataset(
+            out,
+            num_clips=clips,
+            keyword=keyword,
+            seed=seed,
+            workers=workers,
+            progress=progress,
+            force=force,
+        )
+    console.print(
+        f"{rep.clips:,} clips ({rep.per_word.get(keyword, 0):,} {keyword!r}) from "
+        f"{rep.voices} voices in {rep.seconds:.1f}s → {rep.root}"
+    )
+
+
+@data_app.command("download")
+def data_download(
+    version: Annotated[str, typer.Option(help="v0.01 or v0.02.")] = "v0.01",
+    dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data"),
+    url: Annotated[str | None, typer.Option(help="Mirror URL of the tarball.")] = None,
+    from_archive: Annotated[
+        Path | None, typer.Option(help="Extract a tarball you already downloaded instead.")
+    ] = None,
+) -> None:
+    """Download and extract Google Speech Commands (resumable, size-checked, idempotent)."""
+    from kwscli.data import download as dl
+    from kwscli.report import CountProgress, console
+
+    if version not in dl.DATASETS:
+        raise KwsError(f"--version {version!r}: expected one of {', '.join(dl.DATASETS)}")
+    if from_archive is not None:
+        root = dl.extract_archive(from_archive, dest / dl.DATASETS[version].name, version=version)
+        console.print(f"extracted → {root}")
+        return
+    with CountProgress(f"speech commands {version}", unit_bytes=True) as progress:
+        res = dl.download_dataset(version, dest, url=url, progress=progress)
+    what = (
+        "already present"
+        if res.already_present
+        else (f"downloaded {res.bytes_downloaded:,} bytes" + (" (resumed)" if res.resumed else ""))
+    )
+    console.print(f"{what} → {res.root}")
+
+
+def _print_config(cfg) -> None:
+    import yaml
+
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+def main() -> None:
+    app(prog_name="kws")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

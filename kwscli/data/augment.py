@@ -1,0 +1,86 @@
+"""Training augmentation of SPEC §2, applied to cached log-mels instead of waveforms.
+
+Per clip, one of four (equal odds): identity; Gaussian noise (std 0.01); gain 0.25; a random crop
+of `_background_noise_` at 1 dB SNR. Then SpecAugment: FrequencyMasking(15), TimeMasking(35).
+
+Why in the feature domain: recomputing log-mels from waveforms each batch costs more than the
+model itself on a CPU. Mixing is done in mel *power*, where independent signals add:
+P(x + n) ≈ P(x) + P(n). The cross term 2·Re(X·N̄) has zero mean and is dropped, which is the one
+approximation here; gain is exact (P(g·x) = g²·P(x)). SNR uses each clip's waveform power, so
+"1 dB" means the same as in the waveform recipe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kwscli.audio import LOG_FLOOR
+
+GAUSSIAN_STD = 0.01
+GAIN = 0.25
+NOISE_SNR_DB = 1.0
+FREQ_MASK = 15
+TIME_MASK = 35
+
+
+class FeatureAugmenter:
+    """Augments a batch of log-mels; every random draw comes from the generator it is given."""
+
+    def __init__(self, noise_power: torch.Tensor | None, noise_energy: torch.Tensor | None,
+                 white_power: torch.Tensor) -> None:
+        self.noise_power = noise_power  # (K, F, T) mel power of background crops
+        self.noise_energy = noise_energy  # (K,)
+        self.white_power = white_power  # (W, F, T) mel power of unit-variance white noise
+
+    def __call__(self, logmel: torch.Tensor, energy: torch.Tensor,
+                 gen: torch.Generator) -> torch.Tensor:
+        b = logmel.shape[0]
+        floor = math.log(LOG_FLOOR)
+        power = torch.where(logmel <= floor, torch.zeros_like(logmel), logmel.exp())  # (B, F, T)
+        choice = torch.randint(0, 4, (b,), generator=gen)
+        if self.noise_power is None:
+            choice[choice == 3] = 0  # no background noise in this dataset
+        scale = torch.ones(b)
+        scale[choice == 2] = GAIN**2
+        power = power * scale[:, None, None]
+
+        white = choice == 1
+        if white.any():
+            pick = torch.randint(0, len(self.white_power), (int(white.sum()),), generator=gen)
+            power[white] += GAUSSIAN_STD**2 * self.white_power[pick]
+        bg = choice == 3
+        if bg.any():
+            pick = torch.randint(0, len(self.noise_power), (int(bg.sum()),), generator=gen)
+            # g² so that power(x) / (g²·power(n)) = 10^(snr/10)
+            g2 = energy[bg] / (self.noise_energy[pick] * 10 ** (NOISE_SNR_DB / 10))
+            power[bg] += g2[:, None, None] * self.noise_power[pick]
+        out = torch.log(power.clamp(LOG_FLOOR, 1e9))
+        return spec_augment(out, gen, FREQ_MASK, TIME_MASK, fill=floor)
+
+
+def spec_augment(x: torch.Tensor, gen: torch.Generator, freq_param: int, time_param: int,
+                 fill: float) -> torch.Tensor:
+    """One frequency and one time mask per clip, widths uniform in [0, param) (torchaudio's iid
+    masking). `fill` is log(1e-9): masking the power spectrogram with 0 before the log, as the
+    course did, gives exactly this value."""
+    b, f, t = x.shape
+    out = x.clone()
+    for axis, size, param in ((1, f, freq_param), (2, t, time_param)):
+        width = (torch.rand(b, generator=gen) * min(param, size)).long()  # (B,)
+        start = (torch.rand(b, generator=gen) * (size - width)).long()  # (B,)
+        pos = torch.arange(size)
+        mask = (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + width)[:, None])
+        out = out.masked_fill(mask[:, :, None] if axis == 1 else mask[:, None, :], fill)
+    return out
+
+
+def white_noise_bank(features, count: int = 64, seed: int = 1234) -> torch.Tensor:
+    """Mel power of `count` unit-variance white-noise clips (scaled by std² when mixed)."""
+    from kwscli.audio import mel_power
+
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(count, features.clip_samples, generator=gen)
+    with torch.no_grad():
+        return mel_power(noise, features)

@@ -1,0 +1,46 @@
+"""Crash-safe writes: every file kws produces appears whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class atomic_write:
+    """`with atomic_write(path) as tmp:` write to `tmp`; on success it is fsynced and renamed
+    over `path`, on failure removed. Readers see the old file or the new one, never half of one."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)

@@ -1,0 +1,63 @@
+"""The course CRNN (SPEC §2): conv → GRU → attention pooling → linear. Teacher and students are
+configurations of this one class."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kwscli.config import ModelConfig
+
+
+class AttentionPooling(nn.Module):
+    """Softmax attention over time: a_t = softmax_t(w·tanh(W h_t)), output = Σ_t a_t h_t."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.energy = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.softmax(self.energy(h).squeeze(-1), dim=-1)  # (B, T)
+        pooled = torch.einsum("bt,bth->bh", weights, h)  # (B, H)
+        return pooled, weights
+
+
+class CRNN(nn.Module):
+    """Log-mel (B, n_mels, T) → logits (B, num_classes)."""
+
+    def __init__(self, config: ModelConfig, n_mels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.n_mels = n_mels
+        c = config
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, c.cnn_out_channels, kernel_size=c.kernel_size, stride=c.stride),
+            nn.Flatten(start_dim=1, end_dim=2),
+        )
+        conv_freq = (n_mels - c.kernel_size[0]) // c.stride[0] + 1
+        self.gru = nn.GRU(
+            input_size=c.cnn_out_channels * conv_freq,
+            hidden_size=c.hidden_size,
+            num_layers=c.gru_num_layers,
+            batch_first=True,
+            dropout=c.dropout if c.gru_num_layers > 1 else 0.0,
+            bidirectional=c.bidirectional,
+        )
+        width = c.hidden_size * (2 if c.bidirectional else 1)
+        self.attention = AttentionPooling(width)
+        self.classifier = nn.Linear(width, c.num_classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Conv features as a sequence: (B, n_mels, T) → (B, T', C·F')."""
+        x = self.conv(x.unsqueeze(1))  # (B, C·F', T')
+        return x.transpose(1, 2)  # (B, T', C·F')
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        h, _ = self.gru(self.encode(x))  # (B, T', H)
+        pooled, weights = self.attention(h)  # (B, H), (B, T')
+        logits = self.classifier(pooled)  # (B, num_classes)
+        return (logits, weights) if return_attention else logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,210 @@
+"""Everything users see: rich tables and progress, JSON, and PNG plots. The core returns data;
+this module (and cli.py) are the only places that print."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: give them room instead.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+# ---------------------------------------------------------------- progress
+
+
+class TrainingProgress:
+    """Engine callbacks drawn as a rich progress bar with live loss, one line per epoch."""
+
+    def __init__(self, console: Console = console) -> None:
+        self.console = console
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> TrainingProgress:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        self.epochs = epochs
+        self.task = self.progress.add_task(
+            "train", total=steps_per_epoch, epoch=start_epoch, loss=math.nan
+        )
+
+    def on_step(self, epoch: int, step: int, loss: float) -> None:
+        self.progress.update(self.task, completed=step, epoch=f"{epoch}/{self.epochs}", loss=loss)
+
+    def on_epoch_end(self, r) -> None:
+        mark = " [green]best[/]" if r.best else ""
+        self.progress.console.print(
+            f"epoch {r.epoch:>3}/{self.epochs}  train loss {r.train_loss:.4f}  "
+            f"val loss {r.val_loss:.4f}  val au_fa_fr {r.val_au_fa_fr:.3e}  "
+            f"acc {r.val_accuracy:.4f}  {r.seconds:.1f}s{mark}"
+        )
+        self.progress.reset(self.task)
+
+
+class CountProgress:
+    """`progress(done, total)` callbacks (feature cache, synthesis, download) as a rich bar."""
+
+    def __init__(self, description: str, console: Console = console, unit_bytes: bool = False):
+        self.description = description
+        self.console = console
+        self.unit_bytes = unit_bytes
+
+    def __enter__(self):
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        cols = [TextColumn(self.description), BarColumn()]
+        cols += (
+            [DownloadColumn(), TransferSpeedColumn()] if self.unit_bytes else [MofNCompleteColumn()]
+        )
+        self.progress = Progress(*cols, TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.__enter__()
+        self.task = self.progress.add_task(self.description, total=None)
+        return self
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def evaluation_table(reports: list) -> Table:
+    table = Table(title=f"evaluation on {reports[0].split} of {reports[0].data}")
+    for col in (
+        "model",
+        "kind",
+        "clips (kw)",
+        "au_fa_fr",
+        "acc",
+        "FRR@FAR",
+        "params",
+        "bytes",
+        "MACs 1s",
+        "MACs 2s",
+        "ms/clip",
+    ):
+        table.add_column(col, justify="left" if col in ("model", "kind") else "right")
+    for r in reports:
+        ops = " ".join(f"{o['frr']:.3f}@{o['target_far']:g}" for o in r.operating_points)
+        table.add_row(
+            Path(r.path).name if len(reports) == 1 else r.path,
+            r.kind,
+            f"{_fmt_int(r.clips)} ({r.keyword_clips})",
+            f"{r.au_fa_fr:.3e}",
+            f"{r.accuracy:.4f}",
+            ops,
+            _fmt_int(r.params),
+            _fmt_int(r.size_bytes),
+            _fmt_int(r.macs_1s),
+            _fmt_int(r.macs_2s),
+            "-" if math.isnan(r.latency_ms) else f"{r.latency_ms:.2f}",
+        )
+    return table
+
+
+def print_json(data: Any) -> None:
+    """Machine output goes to stdout untouched by rich (no wrapping, no colour)."""
+    print(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    from kwscli.files import atomic_write
+
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+
+
+def plot_history(history_json: Path, out: Path) -> None:
+    """Training curves: losses and val au_fa_fr (log scale) per epoch."""
+    plt = _pyplot()
+    hist = json.loads(Path(history_json).read_text())
+    epochs = [h["epoch"] for h in hist]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [h["train_loss"] for h in hist], "o-", label="train loss")
+    ax1.plot(epochs, [h["val_loss"] for h in hist], "o-", label="val loss")
+    ax1.set_xlabel("epoch")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    scores = [max(h["val_au_fa_fr"], 1e-9) for h in hist]
+    ax2.semilogy(epochs, scores, "o-", color="C2")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val au_fa_fr (lower is better)")
+    ax2.grid(alpha=0.3, which="both")
+    _save(fig, out)
+
+
+def plot_fa_fr(reports: list, out: Path) -> None:
+    """FA/FR trade-off of each model: false-reject rate vs false-alarm rate."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in reports:
+        ax.plot(r.curve["fa"], r.curve["fr"], label=f"{Path(r.path).name} ({r.au_fa_fr:.2e})")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("false-alarm rate (over non-keyword clips)")
+    ax.set_ylabel("false-reject rate (over keyword clips)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"FA/FR on {reports[0].split}")
+    _save(fig, out)
