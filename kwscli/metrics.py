@@ -109,15 +109,18 @@ def count_macs(model, n_mels: int, frames: int) -> int:
     deep copy: the caller's model (and its state_dict) is left untouched. Dtypes are normalised
     to float32 so fp16 models count the same as their float originals.
     """
+    import warnings
+
     import torch
-    from thop import profile
 
     probe = copy.deepcopy(model).float().eval()
     x = torch.zeros(1, n_mels, frames)
-    with torch.no_grad():
-        macs, _ = profile(
-            probe, inputs=(x,), custom_ops={torch.nn.Conv2d: _conv_macs}, verbose=False
-        )
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # thop uses distutils' LooseVersion
+        from thop import profile
+
+        ops = {torch.nn.Conv2d: _conv_macs}
+        macs, _ = profile(probe, inputs=(x,), custom_ops=ops, verbose=False)
     return int(macs)
 
 
