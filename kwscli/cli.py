@@ -111,6 +111,10 @@ Bidir = Annotated[
 PrintConfig = Annotated[
     bool, typer.Option("--print-config", help="Print the resolved config and exit.")
 ]
+Amp = Annotated[
+    bool | None,
+    typer.Option("--amp/--no-amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU)."),
+]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing run.")]
 
@@ -139,6 +143,14 @@ def _overrides(**kw) -> dict:
             "device": kw.get("device"),
             "augment": kw.get("augment"),
             "epoch_size": kw.get("epoch_size"),
+            "amp": kw.get("amp"),
+        },
+        "distill": {
+            "teacher": kw.get("teacher"),
+            "loss": kw.get("loss"),
+            "temperature": kw.get("temperature"),
+            "alpha": kw.get("alpha"),
+            "attention_weight": kw.get("attention_weight"),
         },
     }
 
@@ -169,23 +181,79 @@ def teacher(
     hidden_size: Hidden = None,
     gru_num_layers: Layers = None,
     bidirectional: Bidir = None,
+    amp: Amp = None,
     print_config: PrintConfig = False,
     resume: Resume = False,
     force: Force = False,
 ) -> None:
     """Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."""
     from kwscli.config import RunConfig, build_config
-    from kwscli.report import console
+    from kwscli.train import train_teacher
 
     cfg = build_config(RunConfig, config, _overrides(**locals()))
     if print_config:
         _print_config(cfg)
         return
-    from kwscli.report import CountProgress, TrainingProgress
-    from kwscli.train import train_teacher
+    _train(train_teacher, cfg, resume, force)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher checkpoint [default: runs/teacher/model.pt].")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="Logit loss: mse, ce or kl.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Softmax temperature T.")] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(help="alpha*distill + (1-alpha)*CE(labels); 1 = pure distillation."),
+    ] = None,
+    attention_weight: Annotated[
+        float | None, typer.Option(help="Add attention distillation with this weight.")
+    ] = None,
+    config: ConfigFile = None,
+    data: DataDir = None,
+    keyword: Keyword = None,
+    name: Name = None,
+    runs_dir: RunsDir = None,
+    epochs: Epochs = None,
+    epoch_size: EpochSize = None,
+    batch_size: BatchSize = None,
+    lr: LR = None,
+    weight_decay: WeightDecay = None,
+    seed: Seed = None,
+    device: Device = None,
+    augment: Augment = None,
+    n_mels: NMels = None,
+    cnn_out_channels: Channels = None,
+    kernel_size: Kernel = None,
+    stride: Stride = None,
+    hidden_size: Hidden = None,
+    gru_num_layers: Layers = None,
+    bidirectional: Bidir = None,
+    amp: Amp = None,
+    print_config: PrintConfig = False,
+    resume: Resume = False,
+    force: Force = False,
+) -> None:
+    """Distil a teacher into a small student (default: the SPEC's final student shape)."""
+    from kwscli.report import err_console
+    from kwscli.train import student_config, train_student
+
+    cfg, warnings = student_config(config, _overrides(**locals()))
+    if print_config:
+        _print_config(cfg)
+        return
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    _train(train_student, cfg, resume, force)
+
+
+def _train(fn, cfg, resume: bool, force: bool) -> None:
+    from kwscli.report import CountProgress, TrainingProgress, console
 
     with CountProgress("log-mel cache") as progress, TrainingProgress() as callbacks:
-        result = train_teacher(cfg, resume, force, callbacks, progress)
+        result = fn(cfg, resume, force, callbacks, progress)
     skipped = result.extras.get("skipped") or []
     if skipped:
         console.print(

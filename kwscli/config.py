@@ -74,6 +74,7 @@ class TrainConfig(_Strict):
     seed: int = Field(0, ge=0, description="Seeds sampling, augmentation and init.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto|cpu|cuda.")
     augment: bool = Field(True, description="Noise/gain/SpecAugment on training batches.")
+    amp: bool = Field(False, description="Mixed precision: fp16 autocast on CUDA, bf16 on CPU.")
     epoch_size: int | None = Field(
         None, ge=1, description="Clips drawn per epoch (default: the training-set size)."
     )
@@ -90,6 +91,28 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Validation share for split=random.")
 
 
+class DistillConfig(_Strict):
+    """How a student learns from its teacher (see kwscli/distill.py for each formula)."""
+
+    teacher: str = Field("runs/teacher/model.pt", description="Teacher checkpoint.")
+    loss: Literal["mse", "ce", "kl"] = Field("kl", description="Logit loss: mse, ce or kl.")
+    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T (ce, kl).")
+    alpha: float = Field(1.0, ge=0, le=1, description="alpha*distill + (1-alpha)*CE(labels).")
+    attention_weight: float = Field(
+        0.0, ge=0, description="Weight of attention distillation (0 = off)."
+    )
+
+
+# The user's final student (SPEC §1): the default shape `kws distill` trains.
+STUDENT_DEFAULTS = {
+    "cnn_out_channels": 3,
+    "kernel_size": (7, 20),
+    "stride": (7, 12),
+    "hidden_size": 30,
+    "gru_num_layers": 2,
+}
+
+
 class RunConfig(_Strict):
     """Everything one training run needs; saved beside its checkpoint."""
 
@@ -99,6 +122,7 @@ class RunConfig(_Strict):
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    distill: DistillConfig | None = Field(None, description="Set for a student run.")
 
     @model_validator(mode="after")
     def _kernel_fits_input(self) -> RunConfig:
@@ -174,7 +198,7 @@ def build_config(
     data: dict[str, Any] = dict(base or {})
     if file is not None:
         data = deep_merge(data, read_config_file(file))
-    data = deep_merge(data, _drop_none(overrides or {}))
+    data = deep_merge(data, drop_none(overrides or {}))
     return validate(model_cls, data)
 
 
@@ -198,11 +222,11 @@ def format_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+def drop_none(d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            v = _drop_none(v)
+            v = drop_none(v)
             if v:
                 out[k] = v
         elif v is not None:

@@ -97,6 +97,9 @@ def train(
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)  # sampling + augmentation
+    # --amp: fp16 autocast + loss scaling on CUDA; bf16 autocast (no scaling needed) on CPU
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     history: list[EpochRecord] = []
     best = (math.inf, 0)
     start = 1
@@ -104,6 +107,8 @@ def train(
         state = torch.load(run_dir / LAST, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history = [EpochRecord(**r) for r in state["history"]]
@@ -128,16 +133,19 @@ def train(
             if data.augment is not None:
                 x = data.augment(x, data.energy[rows], gen)
             x, y = x.to(device), y.to(device)
-            loss = criterion(model, x, y)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
+                loss = criterion(model, x, y)
             if not torch.isfinite(loss):
                 raise KwsError(
                     f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
                     f"the last good checkpoint is kept in {run_dir} (try a lower --lr)"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(rows)
             seen += len(rows)
             cb.on_step(epoch, step + 1, loss.item())
@@ -163,6 +171,7 @@ def train(
             {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),

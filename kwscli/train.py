@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from kwscli import engine
-from kwscli.checkpoint import Checkpoint
-from kwscli.config import RunConfig
+from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.config import DistillConfig, RunConfig
 from kwscli.data.augment import FeatureAugmenter, white_noise_bank
 from kwscli.data.features import FeatureSet, load_features
 from kwscli.data.speech_commands import DatasetIndex, scan_dataset
-from kwscli.errors import KwsError
+from kwscli.errors import ConfigError, KwsError
 from kwscli.files import atomic_write
 from kwscli.models.crnn import CRNN
 
@@ -103,6 +103,66 @@ def train_teacher(
     callbacks: engine.Callbacks | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> engine.TrainResult:
+    return train_model(
+        cfg, "teacher", cross_entropy, {"loss": "ce"}, resume, force, callbacks, progress
+    )
+
+
+def train_student(
+    cfg: RunConfig,
+    resume: bool = False,
+    force: bool = False,
+    callbacks: engine.Callbacks | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> engine.TrainResult:
+    """Distil `cfg.distill.teacher` into the student `cfg.model` with the loss in `cfg.distill`."""
+    from kwscli.distill import AttentionTransfer, DistillationCriterion
+
+    d = cfg.distill
+    teacher_ckpt = load_teacher(d.teacher)
+    teacher = build_model(teacher_ckpt)
+    attention = AttentionTransfer(
+        teacher_ckpt.model.kernel_size[1],
+        teacher_ckpt.model.stride[1],
+        cfg.model.kernel_size[1],
+        cfg.model.stride[1],
+    )
+    criterion = DistillationCriterion(
+        teacher, d.loss, d.temperature, d.alpha, d.attention_weight, attention
+    )
+    info = {
+        "loss": d.loss + ("+attention" if d.attention_weight > 0 else ""),
+        "distill": d.model_dump(mode="json"),
+        "teacher": {
+            "path": str(Path(d.teacher).resolve()),
+            "model": teacher_ckpt.model.model_dump(mode="json"),
+            "metrics": teacher_ckpt.metrics,
+        },
+    }
+    return train_model(cfg, "student", criterion, info, resume, force, callbacks, progress)
+
+
+def load_teacher(path: str | Path) -> Checkpoint:
+    ckpt = load_checkpoint(path)
+    if ckpt.kind not in ("teacher", "student"):
+        raise KwsError(
+            f"{path}: a {ckpt.kind} checkpoint cannot teach; pass a float teacher "
+            "(kind teacher or student) with --teacher"
+        )
+    return ckpt
+
+
+def train_model(
+    cfg: RunConfig,
+    kind: str,
+    criterion: engine.Criterion,
+    info: dict,
+    resume: bool,
+    force: bool,
+    callbacks: engine.Callbacks | None,
+    progress: Callable[[int, int], None] | None,
+) -> engine.TrainResult:
+    """The one path every training run takes: run folder, data, model, engine."""
     run_dir = open_run_dir(cfg, resume, force)
     prepared = prepare_data(cfg, progress)
     torch.manual_seed(cfg.train.seed)
@@ -112,18 +172,18 @@ def train_teacher(
         "data": str(Path(cfg.data.path).resolve()),
         "split": cfg.data.split,
         "train": cfg.train.model_dump(mode="json"),
-        "loss": "ce",
+        **info,
     }
 
     def make_checkpoint(metrics: dict) -> Checkpoint:
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return Checkpoint(
-            "teacher", cfg.model, cfg.features, cfg.data.keyword, state, metrics=metrics, info=info
+            kind, cfg.model, cfg.features, cfg.data.keyword, state, metrics=metrics, info=info
         )
 
     result = engine.train(
         model,
-        cross_entropy,
+        criterion,
         prepared.train,
         cfg.train,
         run_dir,
@@ -154,3 +214,63 @@ class PlottingCallbacks:
 
         plot_history(self.run_dir / engine.HISTORY, self.run_dir / "curves.png")
         self.inner.on_epoch_end(record)
+
+
+def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig, list[str]]:
+    """Resolve a student's settings: its features, keyword, data and split come from the teacher
+    checkpoint (asking for different ones is an error, not a silent mismatch); its model defaults
+    to the user's final student of SPEC §1. Returns the config and any warnings."""
+    from kwscli.config import (
+        STUDENT_DEFAULTS,
+        build_config,
+        deep_merge,
+        drop_none,
+        read_config_file,
+    )
+
+    asked = deep_merge(read_config_file(file) if file else {}, drop_none(overrides))
+    teacher_path = (asked.get("distill") or {}).get("teacher", DistillConfig().teacher)
+    teacher = load_teacher(teacher_path)
+    for key, value in (asked.get("features") or {}).items():
+        theirs = getattr(teacher.features, key, value)  # unknown keys: left to validation
+        if theirs != value:
+            raise ConfigError(
+                f"features.{key}={value} differs from the teacher's {theirs} ({teacher_path}): "
+                "a student must see the teacher's features"
+            )
+    keyword = (asked.get("data") or {}).get("keyword")
+    if keyword is not None and keyword != teacher.keyword:
+        raise ConfigError(
+            f"data.keyword={keyword!r} but the teacher spots {teacher.keyword!r}; "
+            "train a teacher for that keyword first"
+        )
+    base = {
+        "features": teacher.features.model_dump(mode="json"),
+        "data": {
+            "keyword": teacher.keyword,
+            "path": teacher.info.get("data", "data/synth"),
+            "split": teacher.info.get("split", "official"),
+        },
+        "model": dict(STUDENT_DEFAULTS),
+        "distill": {},
+    }
+    cfg = build_config(RunConfig, file, overrides, base=base)
+    if "name" not in asked:
+        cfg.name = default_student_name(cfg)
+    warnings = []
+    student_params = sum(p.numel() for p in CRNN(cfg.model, cfg.features.n_mels).parameters())
+    teacher_params = sum(t.numel() for t in teacher.state_dict.values())
+    if student_params >= teacher_params:
+        warnings.append(
+            f"the student ({student_params:,} parameters) is not smaller than its "
+            f"teacher ({teacher_params:,}); distilling anyway"
+        )
+    return cfg, warnings
+
+
+def default_student_name(cfg: RunConfig) -> str:
+    d = cfg.distill
+    name = f"student-{d.loss}" + (f"-T{d.temperature:g}" if d.loss != "mse" else "")
+    name += f"-a{d.alpha:g}" if d.alpha < 1 else ""
+    name += f"-att{d.attention_weight:g}" if d.attention_weight > 0 else ""
+    return name + ("-amp" if cfg.train.amp else "")

@@ -105,7 +105,7 @@ def compute_features(index: DatasetIndex, features: FeatureConfig,
         for start in range(0, n, chunk):
             rels = index.paths[start:start + chunk]
             waves = []
-            for rel, wav in zip(rels, pool.map(read, rels)):
+            for rel, wav in zip(rels, pool.map(read, rels), strict=True):
                 if isinstance(wav, str):
                     skipped.append(wav)
                 else:

@@ -2,7 +2,8 @@
 
 Layout: `<root>/<word>/<speaker>_nohash_<n>.wav`; label 1 for the keyword folder, 0 for every other
 word; `_background_noise_/` holds long noise files used only for augmentation. Splits follow the
-official `validation_list.txt` / `testing_list.txt` (by speaker), or the course's seeded random 80/20.
+official `validation_list.txt` / `testing_list.txt` (by speaker), or the course's seeded
+random 80/20.
 """
 
 from __future__ import annotations
