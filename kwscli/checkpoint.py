@@ -66,8 +66,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and check a kws checkpoint; anything else raises CheckpointError with one line."""
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -79,12 +77,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: empty file, not a kws checkpoint")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: refused: it holds Python objects that would run code when loaded "
-            "(kws checkpoints never do; only load files you trust with other tools)"
-        ) from None
-    except Exception:
+    except Exception as exc:
+        if "Unsupported global" in str(exc):  # a pickle that names a callable to run
+            raise CheckpointError(
+                f"{path}: refused: it holds Python objects that would run code when loaded "
+                "(kws checkpoints never do; only load files you trust with other tools)"
+            ) from None
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, or not a torch file at all)"
         ) from None

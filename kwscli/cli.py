@@ -241,11 +241,11 @@ def distill(
     from kwscli.train import student_config, train_student
 
     cfg, warnings = student_config(config, _overrides(**locals()))
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
     if print_config:
         _print_config(cfg)
         return
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
     _train(train_student, cfg, resume, force)
 
 

@@ -31,8 +31,14 @@ def tone_clip(rng: np.random.Generator, keyword: bool) -> np.ndarray:
     return sig.astype(np.float32)
 
 
-def make_dataset(root: Path, words: dict[str, int], seed: int = 0, keyword: str = "sheila",
-                 lists: bool = True, noise: bool = True) -> Path:
+def make_dataset(
+    root: Path,
+    words: dict[str, int],
+    seed: int = 0,
+    keyword: str = "sheila",
+    lists: bool = True,
+    noise: bool = True,
+) -> Path:
     """Write <word>/<speaker>_nohash_<n>.wav clips plus split lists (every 5th speaker → val,
     every 7th → test) and a _background_noise_ folder."""
     rng = np.random.default_rng(seed)
@@ -52,8 +58,12 @@ def make_dataset(root: Path, words: dict[str, int], seed: int = 0, keyword: str 
         (root / "testing_list.txt").write_text("\n".join(sorted(test)) + "\n")
     if noise:
         (root / "_background_noise_").mkdir(exist_ok=True)
-        sf.write(root / "_background_noise_" / "white.wav",
-                 (0.1 * rng.standard_normal(3 * SR)).astype(np.float32), SR, subtype="PCM_16")
+        sf.write(
+            root / "_background_noise_" / "white.wav",
+            (0.1 * rng.standard_normal(3 * SR)).astype(np.float32),
+            SR,
+            subtype="PCM_16",
+        )
     return root
 
 
@@ -80,11 +90,31 @@ def trained_teacher(tmp_path_factory, tiny_dataset) -> Path:
     from kwscli.cli import app
 
     runs = tmp_path_factory.mktemp("runs")
-    res = CliRunner().invoke(app, [
-        "teacher", "--data", str(tiny_dataset), "--runs-dir", str(runs), "--name", "t",
-        "--epochs", "3", "--batch-size", "32", "--hidden-size", "16", "--seed", "0",
-        "--lr", "3e-3", "--epoch-size", "640",
-    ], env={"KWS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "kws-cache")})
+    res = CliRunner().invoke(
+        app,
+        [
+            "teacher",
+            "--data",
+            str(tiny_dataset),
+            "--runs-dir",
+            str(runs),
+            "--name",
+            "t",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--hidden-size",
+            "16",
+            "--seed",
+            "0",
+            "--lr",
+            "3e-3",
+            "--epoch-size",
+            "640",
+        ],
+        env={"KWS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "kws-cache")},
+    )
     assert res.exit_code == 0, res.output
     return runs / "t" / "model.pt"
 

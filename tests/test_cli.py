@@ -44,8 +44,9 @@ def test_help_does_not_import_torch():
 
 
 def test_python_m_kwscli_runs():
-    out = subprocess.run([sys.executable, "-m", "kwscli", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "kwscli", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("kws ")
 
 
@@ -142,13 +143,22 @@ def test_evaluate_table_on_test_split(trained_teacher):
 
 
 def test_evaluate_on_real_mini_sample(trained_teacher, mini_dataset):
-    res = kws("evaluate", trained_teacher, "--data", mini_dataset, "--split", "all",
-              "--json", "--no-latency")
+    res = kws(
+        "evaluate",
+        trained_teacher,
+        "--data",
+        mini_dataset,
+        "--split",
+        "all",
+        "--json",
+        "--no-latency",
+    )
     assert res.exit_code == 0, res.output
     (report,) = json.loads(res.stdout)
     assert report["keyword_clips"] == 10
     assert report["clips"] == sum(1 for _ in mini_dataset.glob("*/*.wav")) - len(
-        list(mini_dataset.glob("_background_noise_/*.wav")))
+        list(mini_dataset.glob("_background_noise_/*.wav"))
+    )
 
 
 def test_existing_run_is_not_overwritten(trained_teacher):
@@ -160,8 +170,20 @@ def test_existing_run_is_not_overwritten(trained_teacher):
 
 
 def test_resume_continues_to_more_epochs(tiny_dataset, tmp_path):
-    base = ["teacher", "--data", tiny_dataset, "--runs-dir", tmp_path, "--name", "r",
-            "--batch-size", "32", "--hidden-size", "8", "--no-augment"]
+    base = [
+        "teacher",
+        "--data",
+        tiny_dataset,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+        "--batch-size",
+        "32",
+        "--hidden-size",
+        "8",
+        "--no-augment",
+    ]
     assert kws(*base, "--epochs", "1").exit_code == 0
     res = kws(*base, "--epochs", "2", "--resume")
     assert res.exit_code == 0, res.output
@@ -197,15 +219,27 @@ def test_corrupt_and_empty_wavs_are_skipped_and_counted(tmp_path):
     ds = make_dataset(tmp_path / "ds", {"sheila": 20, "yes": 20})
     (ds / "yes" / "corrupt_nohash_0.wav").write_bytes(b"RIFF\x00\x01garbage" * 10)
     (ds / "yes" / "empty_nohash_0.wav").write_bytes(b"")
-    res = kws("teacher", "--data", ds, "--runs-dir", tmp_path / "runs", "--epochs", "1",
-              "--batch-size", "16", "--hidden-size", "8")
+    res = kws(
+        "teacher",
+        "--data",
+        ds,
+        "--runs-dir",
+        tmp_path / "runs",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--hidden-size",
+        "8",
+    )
     assert res.exit_code == 0, res.output
     assert "skipped 2 unreadable files" in res.output
 
 
 def test_debug_shows_traceback(tmp_path):
-    res = runner.invoke(app, ["--debug", "teacher", "--data", str(tmp_path / "nope"),
-                              "--runs-dir", str(tmp_path)])
+    res = runner.invoke(
+        app, ["--debug", "teacher", "--data", str(tmp_path / "nope"), "--runs-dir", str(tmp_path)]
+    )
     assert res.exit_code != 0
     assert res.exception is not None and type(res.exception).__name__ == "DataError"
 

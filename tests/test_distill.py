@@ -1,0 +1,234 @@
+"""Distillation losses pinned to hand-computed values, and `kws distill` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kwscli.cli import app
+from kwscli.config import ModelConfig
+from kwscli.distill import (
+    AttentionTransfer,
+    DistillationCriterion,
+    KLDivergence,
+    MSELogits,
+    SoftCrossEntropy,
+    resample_attention,
+)
+from kwscli.models.crnn import CRNN
+
+Z_S = torch.tensor([[1.0, 2.0], [0.5, -0.5]])
+Z_T = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+
+
+def _softmax(row, T):
+    e = [math.exp(v / T) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def test_mse_by_hand():
+    expected = ((1 - 2) ** 2 + (2 - 0) ** 2 + 0.5**2 + 1.5**2) / 4
+    assert MSELogits()(Z_S, Z_T).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_soft_cross_entropy_by_hand_with_t_squared(T):
+    total = 0.0
+    for s, t in zip(Z_S.tolist(), Z_T.tolist(), strict=True):
+        p_t, p_s = _softmax(t, T), _softmax(s, T)
+        total += -sum(a * math.log(b) for a, b in zip(p_t, p_s, strict=True))
+    assert SoftCrossEntropy(T)(Z_S, Z_T).item() == pytest.approx(T * T * total / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("T", [1.0, 3.0])
+def test_kl_by_hand_with_t_squared(T):
+    total = 0.0
+    for s, t in zip(Z_S.tolist(), Z_T.tolist(), strict=True):
+        p_t, p_s = _softmax(t, T), _softmax(s, T)
+        total += sum(a * (math.log(a) - math.log(b)) for a, b in zip(p_t, p_s, strict=True))
+    assert KLDivergence(T)(Z_S, Z_T).item() == pytest.approx(T * T * total / 2, rel=1e-6)
+
+
+def test_kl_equals_ce_minus_teacher_entropy():
+    T = 2.5
+    p_t = torch.softmax(Z_T / T, dim=-1)
+    entropy = -(p_t * p_t.log()).sum(-1).mean() * T * T
+    ce, kl = SoftCrossEntropy(T)(Z_S, Z_T), KLDivergence(T)(Z_S, Z_T)
+    assert kl.item() == pytest.approx(ce.item() - entropy.item(), rel=1e-6)
+    assert KLDivergence(T)(Z_T, Z_T).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def _pair(seed=0):
+    torch.manual_seed(seed)
+    teacher = CRNN(ModelConfig(hidden_size=16), 40)
+    student = CRNN(
+        ModelConfig(cnn_out_channels=3, kernel_size=(7, 20), stride=(7, 12), hidden_size=8), 40
+    )
+    return teacher, student
+
+
+def test_alpha_mixes_distillation_and_label_loss():
+    teacher, student = _pair()
+    student.eval(), teacher.eval()  # no dropout: the hand computation must see the same nets
+    x, y = torch.randn(4, 40, 101), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        z_s, z_t = student(x), teacher(x)
+    kd = KLDivergence(4.0)(z_s, z_t).item()
+    ce = torch.nn.functional.cross_entropy(z_s, y).item()
+    crit = DistillationCriterion(teacher, "kl", 4.0, alpha=0.3)
+    assert crit(student, x, y).item() == pytest.approx(0.3 * kd + 0.7 * ce, rel=1e-5)
+    assert DistillationCriterion(teacher, "kl", 4.0, 1.0)(student, x, y).item() == pytest.approx(
+        kd, rel=1e-5
+    )
+
+
+def test_gradients_reach_the_student_only():
+    teacher, student = _pair()
+    crit = DistillationCriterion(
+        teacher,
+        "ce",
+        2.0,
+        alpha=0.5,
+        attention_weight=1.0,
+        attention=AttentionTransfer(20, 8, 20, 12),
+    )
+    crit(student, torch.randn(3, 40, 101), torch.tensor([0, 1, 1])).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_resample_attention_identity_and_mass():
+    a = torch.softmax(torch.randn(2, 11), dim=-1)
+    same = resample_attention(a, (20, 8), 11, (20, 8))
+    assert torch.allclose(same, a, atol=1e-6)
+    other = resample_attention(a, (20, 8), 7, (20, 12))
+    assert other.shape == (2, 7)
+    assert torch.allclose(other.sum(-1), torch.ones(2), atol=1e-6)
+
+
+def test_resample_attention_follows_time_not_index():
+    """A teacher peak at frame ~50 lands on the student step whose window is centred nearest 50."""
+    a = torch.zeros(1, 11)
+    a[0, 5] = 1.0  # teacher step 5: frames [40, 60), centre 49.5
+    out = resample_attention(a, (20, 8), 7, (20, 12))
+    student_centres = torch.arange(7) * 12 + 9.5
+    assert out.argmax().item() == (student_centres - 49.5).abs().argmin().item()
+
+
+def test_attention_distillation_pulls_student_attention_toward_teacher():
+    teacher, student = _pair(1)
+    x, y = torch.randn(16, 40, 101), torch.randint(0, 2, (16,))
+    att = AttentionTransfer(20, 8, 20, 12)
+
+    def gap():
+        with torch.no_grad():
+            _, a_t = teacher(x, return_attention=True)
+            _, a_s = student(x, return_attention=True)
+        return att(a_s, a_t).item()
+
+    before = gap()
+    crit = DistillationCriterion(teacher, "kl", 4.0, 1.0, attention_weight=1.0, attention=att)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        crit(student, x, y).backward()
+        opt.step()
+    assert gap() < 0.5 * before
+
+
+# ---------------------------------------------------------------- CLI
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize(
+    "loss_args",
+    [
+        ["--loss", "mse"],
+        ["--loss", "ce", "--temperature", "2"],
+        ["--loss", "kl", "--temperature", "4", "--alpha", "0.5"],
+        ["--loss", "kl", "--attention-weight", "1"],
+    ],
+)
+def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp):
+    res = runner.invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(trained_teacher),
+            *loss_args,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--hidden-size",
+            "8",
+            "--runs-dir",
+            str(tmp_path),
+            "--amp" if amp else "--no-amp",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    (run,) = list(tmp_path.iterdir())
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    assert ckpt["kind"] == "student"
+    assert ckpt["info"]["teacher"]["path"] == str(trained_teacher.resolve())
+    assert ckpt["info"]["distill"]["loss"] == loss_args[1]
+    assert ckpt["info"]["train"]["amp"] is amp
+    assert ckpt["model"]["cnn_out_channels"] == 3  # the SPEC's final student by default
+    assert json.loads((run / "history.json").read_text())[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--temperature", "0"], "distill.temperature"),
+        (["--alpha", "1.5"], "distill.alpha"),
+        (["--loss", "l2"], "'mse', 'ce' or 'kl'"),
+        (["--n-mels", "20"], "teacher's features"),
+        (["--keyword", "yes"], "teacher spots 'sheila'"),
+    ],
+)
+def test_distill_bad_settings(trained_teacher, args, needle):
+    res = runner.invoke(
+        app, ["distill", "--teacher", str(trained_teacher), *args, "--print-config"]
+    )
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert needle in res.output, res.output
+
+
+def test_distill_refuses_a_non_checkpoint_teacher(tmp_path):
+    bad = tmp_path / "t.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = runner.invoke(app, ["distill", "--teacher", str(bad)])
+    assert res.exit_code == 1 and "not a readable checkpoint" in res.output
+
+
+def test_distill_warns_when_student_is_not_smaller(trained_teacher):
+    res = runner.invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(trained_teacher),
+            "--hidden-size",
+            "64",
+            "--cnn-out-channels",
+            "8",
+            "--stride",
+            "2",
+            "8",
+            "--kernel-size",
+            "5",
+            "20",
+            "--print-config",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "not smaller than its teacher" in res.output
