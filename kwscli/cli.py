@@ -295,6 +295,29 @@ def evaluate(
             console.print(f"FA/FR curve → {plot}")
 
 
+@app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs"),
+    sort: Annotated[
+        str, typer.Option(help="name, kind, au_fa_fr, params, bytes, macs_2s or created.")
+    ] = "created",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
+) -> None:
+    """List every run: kind, loss, size, MACs, val au_fa_fr and ratios to its teacher."""
+    from kwscli.report import console, print_json, runs_table
+    from kwscli.runs import list_runs
+
+    found = list_runs(runs_dir, sort)
+    if json_out:
+        print_json([r.to_dict() for r in found])
+    elif not found:
+        console.print(f"no kws runs under {runs_dir}")
+    else:
+        console.print(runs_table(found, f"runs in {runs_dir} (ratios: teacher ÷ model)"))
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/synth"),

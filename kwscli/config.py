@@ -43,8 +43,11 @@ class FeatureConfig(_Strict):
 
     @property
     def clip_frames(self) -> int:
-        """Frames of one clip: MelSpectrogram(center=True) gives samples // hop + 1."""
-        return self.clip_samples // self.hop_length + 1
+        return self.frames(self.clip_seconds)
+
+    def frames(self, seconds: float) -> int:
+        """Log-mel frames of `seconds` of audio (center=True STFT: samples // hop + 1)."""
+        return int(round(self.sample_rate * seconds)) // self.hop_length + 1
 
 
 Positive = Annotated[int, Field(ge=1)]

@@ -79,8 +79,7 @@ def build_report(
     model, ckpt, probs, labels, data: str, split: str, fars, latency: bool, skipped: int = 0
 ) -> ModelReport:
     n_mels = ckpt.features.n_mels
-    frames_1s = ckpt.features.clip_frames
-    frames_2s = (2 * ckpt.features.sample_rate) // ckpt.features.hop_length + 1
+    frames_1s, frames_2s = ckpt.features.frames(1.0), ckpt.features.frames(2.0)
     ops = [asdict(metrics.frr_at_far(probs, labels, f)) for f in fars]
     _, fa, fr = metrics.fa_fr_curve(probs, labels)
     return ModelReport(

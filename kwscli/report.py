@@ -149,6 +149,46 @@ def evaluation_table(reports: list) -> Table:
     return table
 
 
+def runs_table(runs: list, title: str) -> Table:
+    table = Table(title=title)
+    cols = (
+        "run",
+        "kind",
+        "loss",
+        "T",
+        "α",
+        "params",
+        "bytes",
+        "MACs 2s",
+        "val au_fa_fr",
+        "mem ×",
+        "MACs ×",
+        "au_fa_fr ×",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("run", "kind", "loss") else "right")
+
+    def opt(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in runs:
+        table.add_row(
+            r.name,
+            r.kind,
+            r.loss,
+            opt(r.temperature, "g"),
+            opt(r.alpha, "g"),
+            _fmt_int(r.params),
+            _fmt_int(r.bytes),
+            _fmt_int(r.macs_2s),
+            opt(r.au_fa_fr, ".3e"),
+            opt(r.memory_ratio, ".2f"),
+            opt(r.macs_ratio, ".2f"),
+            opt(r.au_fa_fr_ratio, ".2f"),
+        )
+    return table
+
+
 def print_json(data: Any) -> None:
     """Machine output goes to stdout untouched by rich (no wrapping, no colour)."""
     print(json.dumps(data, indent=2))

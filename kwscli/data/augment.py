@@ -28,14 +28,19 @@ TIME_MASK = 35
 class FeatureAugmenter:
     """Augments a batch of log-mels; every random draw comes from the generator it is given."""
 
-    def __init__(self, noise_power: torch.Tensor | None, noise_energy: torch.Tensor | None,
-                 white_power: torch.Tensor) -> None:
+    def __init__(
+        self,
+        noise_power: torch.Tensor | None,
+        noise_energy: torch.Tensor | None,
+        white_power: torch.Tensor,
+    ) -> None:
         self.noise_power = noise_power  # (K, F, T) mel power of background crops
         self.noise_energy = noise_energy  # (K,)
         self.white_power = white_power  # (W, F, T) mel power of unit-variance white noise
 
-    def __call__(self, logmel: torch.Tensor, energy: torch.Tensor,
-                 gen: torch.Generator) -> torch.Tensor:
+    def __call__(
+        self, logmel: torch.Tensor, energy: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         b = logmel.shape[0]
         floor = math.log(LOG_FLOOR)
         power = torch.where(logmel <= floor, torch.zeros_like(logmel), logmel.exp())  # (B, F, T)
@@ -60,8 +65,9 @@ class FeatureAugmenter:
         return spec_augment(out, gen, FREQ_MASK, TIME_MASK, fill=floor)
 
 
-def spec_augment(x: torch.Tensor, gen: torch.Generator, freq_param: int, time_param: int,
-                 fill: float) -> torch.Tensor:
+def spec_augment(
+    x: torch.Tensor, gen: torch.Generator, freq_param: int, time_param: int, fill: float
+) -> torch.Tensor:
     """One frequency and one time mask per clip, widths uniform in [0, param) (torchaudio's iid
     masking). `fill` is log(1e-9): masking the power spectrogram with 0 before the log, as the
     course did, gives exactly this value."""

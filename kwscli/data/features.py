@@ -60,16 +60,28 @@ def default_cache_dir() -> Path:
 def cache_key(index: DatasetIndex, features: FeatureConfig) -> str:
     """Hash of the feature settings, the dataset root and every file's name, size and mtime."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "features": features.model_dump(mode="json"),
-                         "root": str(index.root.resolve())}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "v": CACHE_VERSION,
+                "features": features.model_dump(mode="json"),
+                "root": str(index.root.resolve()),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for rel in [*index.paths, *(f"{n.parent.name}/{n.name}" for n in index.noise_files)]:
         st = (index.root / rel).stat()
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
-def load_features(index: DatasetIndex, features: FeatureConfig, cache_dir: Path | None = None,
-                  progress: Progress | None = None) -> FeatureSet:
+def load_features(
+    index: DatasetIndex,
+    features: FeatureConfig,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> FeatureSet:
     """Cached log-mels of every clip in `index` (computed and stored on first use)."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     file = cache_dir / f"{index.root.name}-{cache_key(index, features)}.pt"
@@ -88,8 +100,9 @@ def load_features(index: DatasetIndex, features: FeatureConfig, cache_dir: Path 
     return fs
 
 
-def compute_features(index: DatasetIndex, features: FeatureConfig,
-                     progress: Progress | None = None, chunk: int = 512) -> FeatureSet:
+def compute_features(
+    index: DatasetIndex, features: FeatureConfig, progress: Progress | None = None, chunk: int = 512
+) -> FeatureSet:
     n = len(index.paths)
     paths: list[str] = []
     feats, energies, skipped = [], [], []
@@ -103,7 +116,7 @@ def compute_features(index: DatasetIndex, features: FeatureConfig,
     # soundfile releases the GIL while decoding, so threads overlap reading with log-mel maths
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, n, chunk):
-            rels = index.paths[start:start + chunk]
+            rels = index.paths[start : start + chunk]
             waves = []
             for rel, wav in zip(rels, pool.map(read, rels), strict=True):
                 if isinstance(wav, str):
@@ -123,12 +136,14 @@ def compute_features(index: DatasetIndex, features: FeatureConfig,
     pos = {p: i for i, p in enumerate(index.paths)}
     labels = torch.from_numpy(index.labels[[pos[p] for p in paths]])
     noise_power, noise_energy = noise_bank(index.noise_files, features)
-    return FeatureSet(torch.cat(feats), torch.cat(energies), labels, paths, skipped,
-                      noise_power, noise_energy)
+    return FeatureSet(
+        torch.cat(feats), torch.cat(energies), labels, paths, skipped, noise_power, noise_energy
+    )
 
 
-def noise_bank(files: list[Path], features: FeatureConfig, crops: int = NOISE_CROPS,
-               seed: int = 0) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def noise_bank(
+    files: list[Path], features: FeatureConfig, crops: int = NOISE_CROPS, seed: int = 0
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Mel power and waveform power of `crops` random 1-clip crops of the background noises."""
     waves = []
     for f in files:
@@ -145,7 +160,7 @@ def noise_bank(files: list[Path], features: FeatureConfig, crops: int = NOISE_CR
     for _ in range(crops):
         w = waves[rng.integers(len(waves))]
         start = rng.integers(0, len(w) - features.clip_samples + 1)
-        picks.append(w[start:start + features.clip_samples])
+        picks.append(w[start : start + features.clip_samples])
     batch = torch.from_numpy(np.stack(picks))
     with torch.no_grad():
         power = mel_power(batch, features)
@@ -153,14 +168,29 @@ def noise_bank(files: list[Path], features: FeatureConfig, crops: int = NOISE_CR
 
 
 def _as_dict(fs: FeatureSet) -> dict:
-    return {"version": CACHE_VERSION, "features": fs.features, "energy": fs.energy,
-            "labels": fs.labels, "paths": fs.paths, "skipped": fs.skipped,
-            "noise_power": fs.noise_power, "noise_energy": fs.noise_energy}
+    return {
+        "version": CACHE_VERSION,
+        "features": fs.features,
+        "energy": fs.energy,
+        "labels": fs.labels,
+        "paths": fs.paths,
+        "skipped": fs.skipped,
+        "noise_power": fs.noise_power,
+        "noise_energy": fs.noise_energy,
+    }
 
 
 def _read_cache(file: Path) -> FeatureSet:
     d = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     if d.get("version") != CACHE_VERSION:
         raise ValueError("old cache version")
-    return FeatureSet(d["features"], d["energy"], d["labels"], d["paths"], d["skipped"],
-                      d["noise_power"], d["noise_energy"], cache_file=file)
+    return FeatureSet(
+        d["features"],
+        d["energy"],
+        d["labels"],
+        d["paths"],
+        d["skipped"],
+        d["noise_power"],
+        d["noise_energy"],
+        cache_file=file,
+    )

@@ -39,8 +39,13 @@ class DatasetIndex:
         return {k: (len(v), int(self.labels[v].sum())) for k, v in self.splits.items()}
 
 
-def scan_dataset(root: str | Path, keyword: str, split: str = "official", seed: int = 0,
-                 val_fraction: float = 0.2) -> DatasetIndex:
+def scan_dataset(
+    root: str | Path,
+    keyword: str,
+    split: str = "official",
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> DatasetIndex:
     """Index the wavs under `root` and assign each to train/val(/test)."""
     root = Path(root)
     if not root.exists():

@@ -1,0 +1,101 @@
+"""Every run a user made, as one comparable list (`kws runs`): nothing trained is ever lost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kwscli import metrics
+from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.errors import CheckpointError, KwsError
+
+SORT_KEYS = ("name", "kind", "au_fa_fr", "params", "bytes", "macs_2s", "created")
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: str
+    kind: str
+    loss: str
+    temperature: float | None
+    alpha: float | None
+    attention_weight: float | None
+    params: int
+    bytes: int
+    macs_2s: int
+    au_fa_fr: float | None
+    epoch: int | None
+    created: str
+    memory_ratio: float | None = None  # teacher bytes / this model's bytes (higher = smaller)
+    macs_ratio: float | None = None  # teacher MACs / this model's MACs
+    au_fa_fr_ratio: float | None = None  # this au_fa_fr / teacher's (≤ 1.1 is the course target)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_cost(ckpt: Checkpoint) -> tuple[int, int, int]:
+    """(params, saved bytes, MACs on 2 s) of the model a checkpoint holds."""
+    model = build_model(ckpt)
+    return (
+        sum(p.numel() for p in model.parameters()),
+        metrics.size_bytes(model),
+        metrics.count_macs(model, ckpt.features.n_mels, ckpt.features.frames(2.0)),
+    )
+
+
+def list_runs(runs_dir: str | Path, sort: str = "created") -> list[RunSummary]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise KwsError(f"{runs_dir}: no such folder of runs (train one with `kws teacher`)")
+    if sort not in SORT_KEYS:
+        raise KwsError(f"--sort {sort!r}: expected one of {', '.join(SORT_KEYS)}")
+    out = []
+    for file in sorted(runs_dir.glob("*/*.pt")):
+        if file.name == "last.pt":
+            continue
+        try:
+            ckpt = load_checkpoint(file)
+        except CheckpointError:
+            continue  # not ours; `kws runs` lists kws runs only
+        out.append(summarize(ckpt, file))
+    return sorted(out, key=lambda r: _sort_value(r, sort))
+
+
+def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
+    params, size, macs = model_cost(ckpt)
+    d = ckpt.info.get("distill") or {}
+    run = RunSummary(
+        name=file.parent.name if file.name == "model.pt" else f"{file.parent.name}/{file.name}",
+        path=str(file),
+        kind=ckpt.kind,
+        loss=ckpt.info.get("loss", "?"),
+        temperature=d.get("temperature") if d.get("loss") in ("ce", "kl") else None,
+        alpha=d.get("alpha"),
+        attention_weight=d.get("attention_weight"),
+        params=params,
+        bytes=size,
+        macs_2s=macs,
+        au_fa_fr=ckpt.metrics.get("val_au_fa_fr"),
+        epoch=ckpt.metrics.get("epoch"),
+        created=ckpt.created,
+    )
+    teacher = ckpt.info.get("teacher")
+    if teacher:
+        from kwscli.config import ModelConfig
+        from kwscli.models.crnn import CRNN
+
+        t_model = CRNN(ModelConfig.model_validate(teacher["model"]), ckpt.features.n_mels)
+        t_macs = metrics.count_macs(t_model, ckpt.features.n_mels, ckpt.features.frames(2.0))
+        run.memory_ratio = metrics.size_bytes(t_model) / size
+        run.macs_ratio = t_macs / macs
+        t_score = (teacher.get("metrics") or {}).get("val_au_fa_fr")
+        if t_score and run.au_fa_fr is not None:
+            run.au_fa_fr_ratio = run.au_fa_fr / t_score
+    return run
+
+
+def _sort_value(r: RunSummary, key: str):
+    v = getattr(r, key)
+    return (v is None, v if v is not None else 0)
