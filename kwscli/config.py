@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kwscli.errors import ConfigError
 
@@ -22,10 +29,12 @@ class _Strict(BaseModel):
 class FeatureConfig(_Strict):
     """Log-mel front end (SPEC §2). A checkpoint carries it, so detection matches training."""
 
-    sample_rate: int = Field(16_000, gt=0, description="Audio sample rate in Hz.")
-    n_fft: int = Field(400, gt=0, description="FFT size in samples.")
-    win_length: int = Field(400, gt=0, description="Window length in samples.")
-    hop_length: int = Field(160, gt=0, description="Hop in samples: 160 = 10 ms at 16 kHz.")
+    sample_rate: int = Field(16_000, gt=0, le=384_000, description="Audio sample rate in Hz.")
+    n_fft: int = Field(400, gt=0, le=65_536, description="FFT size in samples.")
+    win_length: int = Field(400, gt=0, le=65_536, description="Window length in samples.")
+    hop_length: int = Field(
+        160, gt=0, le=65_536, description="Hop in samples: 160 = 10 ms at 16 kHz."
+    )
     n_mels: int = Field(40, gt=0, le=256, description="Mel bands: the model's input height.")
     clip_seconds: float = Field(1.0, gt=0, le=10, description="Training clip length in seconds.")
 
@@ -74,7 +83,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-5, ge=0, description="Adam weight decay.")
     num_epochs: int = Field(20, ge=1, description="Passes over the (balanced) training set.")
     grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
-    seed: int = Field(0, ge=0, description="Seeds sampling, augmentation and init.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds sampling, augmentation, init.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto|cpu|cuda.")
     augment: bool = Field(True, description="Noise/gain/SpecAugment on training batches.")
     amp: bool = Field(False, description="Mixed precision: fp16 autocast on CUDA, bf16 on CPU.")
@@ -126,6 +135,13 @@ class RunConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig | None = Field(None, description="Set for a student run.")
+
+    @field_validator("name")
+    @classmethod
+    def _stays_inside_runs_dir(cls, name: str) -> str:
+        if name in (".", ".."):
+            raise ValueError(f"{name!r} would leave the runs folder; pick a real name")
+        return name
 
     @model_validator(mode="after")
     def _kernel_fits_input(self) -> RunConfig:

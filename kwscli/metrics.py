@@ -78,10 +78,12 @@ class OperatingPoint:
 
 
 def frr_at_far(probs, labels, target_far: float) -> OperatingPoint:
-    """The lowest threshold whose false-alarm rate is ≤ target, and the FRR there."""
+    """The lowest threshold whose false-alarm rate is ≤ target, and the FRR there. When even a
+    negative scores 1.0, only a threshold just above 1 (nothing fires) qualifies, and is returned
+    as such, so `p >= threshold` always reproduces the reported rates."""
     t, far, frr = fa_fr_curve(probs, labels)
     i = int(np.flatnonzero(far <= target_far)[0])  # the last threshold always qualifies
-    return OperatingPoint(target_far, float(min(t[i], 1.0)), float(far[i]), float(frr[i]))
+    return OperatingPoint(target_far, float(t[i]), float(far[i]), float(frr[i]))
 
 
 def accuracy(probs, labels, threshold: float = 0.5) -> float:

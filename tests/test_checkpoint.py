@@ -1,0 +1,209 @@
+"""Checkpoints: a round trip rebuilds the same model; the file is plain weights_only data; every
+other file is refused with CheckpointError and never runs code; writes are atomic."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from kwscli.config import FeatureConfig, ModelConfig
+from kwscli.errors import CheckpointError
+from kwscli.files import atomic_write
+from kwscli.models.crnn import CRNN
+
+SMALL = ModelConfig(cnn_out_channels=2, hidden_size=8, gru_num_layers=1)
+
+
+def small_checkpoint(seed: int = 0, **kw) -> tuple[CRNN, Checkpoint]:
+    torch.manual_seed(seed)
+    model = CRNN(SMALL, 40).eval()
+    ckpt = Checkpoint(
+        "teacher",
+        SMALL,
+        FeatureConfig(),
+        "sheila",
+        model.state_dict(),
+        metrics={"val_au_fa_fr": 1e-4},
+        threshold=0.4,
+        info={"loss": "ce"},
+        **kw,
+    )
+    return model, ckpt
+
+
+@pytest.fixture
+def saved(tmp_path) -> tuple[CRNN, pathlib.Path]:
+    model, ckpt = small_checkpoint()
+    return model, save_checkpoint(ckpt, tmp_path / "model.pt")
+
+
+def refusal(path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg
+    return msg
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def test_round_trip_rebuilds_a_model_with_identical_outputs(saved):
+    model, path = saved
+    ckpt = load_checkpoint(path)
+    rebuilt = build_model(ckpt)
+    x = torch.randn(3, 40, 101, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+    assert not rebuilt.training
+
+
+def test_round_trip_keeps_the_description(saved):
+    _, path = saved
+    ckpt = load_checkpoint(path)
+    assert (ckpt.kind, ckpt.keyword, ckpt.threshold) == ("teacher", "sheila", 0.4)
+    assert ckpt.model == SMALL and ckpt.features == FeatureConfig()
+    assert ckpt.metrics == {"val_au_fa_fr": 1e-4} and ckpt.info == {"loss": "ce"}
+    assert ckpt.created and ckpt.path == path
+
+
+def test_file_loads_with_plain_weights_only_torch_load(saved):
+    _, path = saved
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "kws-checkpoint" and raw["kind"] == "teacher"
+    assert raw["model"]["hidden_size"] == 8
+    assert isinstance(raw["state_dict"]["classifier.weight"], torch.Tensor)
+
+
+def test_unknown_kind_is_not_saved(tmp_path):
+    _, ckpt = small_checkpoint()
+    ckpt.kind = "mystery"
+    with pytest.raises(ValueError, match="mystery"):
+        save_checkpoint(ckpt, tmp_path / "m.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    _, ckpt = small_checkpoint()
+    ckpt.model = SMALL.model_copy(update={"hidden_size": 9})
+    ckpt = load_checkpoint(save_checkpoint(ckpt, tmp_path / "m.pt"))
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        build_model(ckpt)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_missing_path_is_refused(tmp_path):
+    assert "not found" in refusal(tmp_path / "absent.pt")
+
+
+def test_directory_is_refused(tmp_path):
+    assert "folder" in refusal(tmp_path)
+
+
+def test_empty_file_is_refused(tmp_path):
+    (tmp_path / "e.pt").write_bytes(b"")
+    assert "empty" in refusal(tmp_path / "e.pt")
+
+
+def test_truncated_checkpoint_is_refused(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    assert "not a readable checkpoint" in refusal(tmp_path / "half.pt")
+
+
+def test_random_bytes_are_reported_as_unreadable_not_as_code(tmp_path):
+    """Garbage is not a security threat: the message must not claim it holds code."""
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    msg = refusal(path)
+    assert "run code" not in msg, msg
+
+
+def test_a_wav_passed_as_checkpoint_is_reported_as_unreadable(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.zeros(1600, dtype=np.float32), 16_000, subtype="PCM_16")
+    msg = refusal(path)
+    assert "run code" not in msg, msg
+
+
+def test_plain_state_dict_is_refused(tmp_path):
+    torch.save(CRNN(SMALL, 40).state_dict(), tmp_path / "sd.pt")
+    assert "not a kws checkpoint" in refusal(tmp_path / "sd.pt")
+
+
+def test_newer_format_is_refused(tmp_path):
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    raw["format_version"] = 99
+    torch.save(raw, tmp_path / "new.pt")
+    assert "newer kws" in refusal(tmp_path / "new.pt")
+
+
+def test_damaged_description_is_refused(tmp_path):
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    raw["model"] = {"hidden_size": "big"}
+    torch.save(raw, tmp_path / "bad.pt")
+    assert "damaged" in refusal(tmp_path / "bad.pt")
+
+
+class _TouchOnLoad:
+    """Unpickling this calls Path.touch(marker): a stand-in for arbitrary code."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    raw["info"] = {"payload": _TouchOnLoad(marker)}
+    torch.save(raw, tmp_path / "evil.pt")
+    assert not marker.exists()
+    msg = refusal(tmp_path / "evil.pt")
+    assert "refused" in msg
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_save_leaves_no_temp_files(tmp_path):
+    _, ckpt = small_checkpoint()
+    save_checkpoint(ckpt, tmp_path / "a" / "model.pt")
+    save_checkpoint(ckpt, tmp_path / "a" / "model.pt")  # overwrite
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["model.pt"]
+
+
+def test_failed_save_keeps_the_old_file_intact(saved):
+    _, path = saved
+    before = path.read_bytes()
+    _, ckpt = small_checkpoint(seed=1)
+    ckpt.info = {"unpicklable": lambda: None}  # torch.save fails part-way through
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises
+        save_checkpoint(ckpt, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
+    load_checkpoint(path)
+
+
+def test_exception_inside_atomic_write_keeps_old_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(path) as tmp:
+        tmp.write_bytes(b"half of the new")
+        raise RuntimeError("crash mid-write")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
