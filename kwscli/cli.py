@@ -343,10 +343,14 @@ def data_synth(
             progress=progress,
             force=force,
         )
-    console.print(
-        f"{rep.clips:,} clips ({rep.per_word.get(keyword, 0):,} {keyword!r}) from "
-        f"{rep.voices} voices in {rep.seconds:.1f}s → {rep.root}"
-    )
+    what = f"{rep.clips:,} clips ({rep.per_word.get(keyword, 0):,} {keyword!r})"
+    if rep.already_present:
+        console.print(f"{what} already at {rep.root} with these settings (--force to remake)")
+    else:
+        console.print(
+            f"{what} from {rep.speakers:,} speakers, {rep.voices} voices, in "
+            f"{rep.seconds:.1f}s → {rep.root}"
+        )
 
 
 @data_app.command("download")
@@ -354,6 +358,9 @@ def data_download(
     version: Annotated[str, typer.Option(help="v0.01 or v0.02.")] = "v0.01",
     dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data"),
     url: Annotated[str | None, typer.Option(help="Mirror URL of the tarball.")] = None,
+    expected_size: Annotated[
+        int | None, typer.Option(help="Tarball bytes to check [default: the official size].")
+    ] = None,
     from_archive: Annotated[
         Path | None, typer.Option(help="Extract a tarball you already downloaded instead.")
     ] = None,
@@ -369,7 +376,9 @@ def data_download(
         console.print(f"extracted → {root}")
         return
     with CountProgress(f"speech commands {version}", unit_bytes=True) as progress:
-        res = dl.download_dataset(version, dest, url=url, progress=progress)
+        res = dl.download_dataset(
+            version, dest, url=url, expected_size=expected_size, progress=progress
+        )
     what = (
         "already present"
         if res.already_present

@@ -47,6 +47,7 @@ class TrainingProgress:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
+            disable=not self.console.is_terminal,
         )
         self.progress.__enter__()
         return self
@@ -96,7 +97,13 @@ class CountProgress:
         cols += (
             [DownloadColumn(), TransferSpeedColumn()] if self.unit_bytes else [MofNCompleteColumn()]
         )
-        self.progress = Progress(*cols, TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress = Progress(
+            *cols,
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
         self.progress.__enter__()
         self.task = self.progress.add_task(self.description, total=None)
         return self

@@ -364,3 +364,34 @@ def test_truncated_archive_is_a_data_error(tarball: Path, tmp_path: Path) -> Non
     with pytest.raises(DataError, match="corrupt, truncated or unsafe"):
         extract_archive(cut, tmp_path / "out" / ROOT_NAME)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cli_download_then_idempotent_then_refused_connection(
+    server: _Server, tmp_path: Path
+) -> None:
+    """`kws data download` end to end against the local server, as a user would run it."""
+    from typer.testing import CliRunner
+
+    from kwscli.cli import app
+
+    args = [
+        "data",
+        "download",
+        "--dest",
+        str(tmp_path),
+        "--url",
+        server.url,
+        "--expected-size",
+        str(len(server.payload)),
+    ]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"downloaded {len(server.payload):,} bytes" in first.output
+    _assert_dataset(tmp_path / "speech_commands_v0.01")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "already present" in again.output
+    refused = CliRunner().invoke(
+        app, ["data", "download", "--dest", str(tmp_path / "other"), "--url", _closed_port_url()]
+    )
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "error:" in refused.output and "--from-archive" in refused.output
