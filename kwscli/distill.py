@@ -129,6 +129,8 @@ class DistillationCriterion(nn.Module):
 
     def forward(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         use_att = self.attention is not None and self.attention_weight > 0
+        if self.alpha == 0 and not use_att:  # labels only: the from-scratch baseline
+            return F.cross_entropy(student(x).float(), y)
         with torch.no_grad():
             t_out = self.teacher(x, return_attention=use_att)
         s_out = student(x, return_attention=use_att)

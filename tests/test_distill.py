@@ -232,3 +232,18 @@ def test_distill_warns_when_student_is_not_smaller(trained_teacher):
     )
     assert res.exit_code == 0, res.output
     assert "not smaller than its teacher" in res.output
+
+
+def test_alpha_zero_is_labels_only_and_never_runs_the_teacher():
+    teacher, student = _pair()
+    student.eval()
+
+    def refuse(*a, **k):
+        raise AssertionError("teacher ran")
+
+    teacher.forward = refuse
+    x, y = torch.randn(4, 40, 101), torch.tensor([0, 1, 1, 0])
+    expected = torch.nn.functional.cross_entropy(student(x), y)
+    assert DistillationCriterion(teacher, "kl", 4.0, alpha=0.0)(student, x, y).item() == (
+        pytest.approx(expected.item())
+    )
