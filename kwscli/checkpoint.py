@@ -116,11 +116,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def build_model(ckpt: Checkpoint):
-    """Rebuild the model a checkpoint describes, weights loaded, in eval mode."""
+    """Rebuild the model a checkpoint describes (float, int8 or fp16), weights loaded, eval mode."""
     from kwscli.models.crnn import CRNN
 
-    if ckpt.kind not in ("teacher", "student"):
-        raise CheckpointError(f"{ckpt.path}: kind {ckpt.kind!r} is not supported by this kws")
+    if ckpt.kind == "int8":
+        from kwscli.compress import build_int8
+
+        return build_int8(ckpt)
+    if ckpt.kind == "fp16":
+        from kwscli.compress import build_fp16
+
+        return build_fp16(ckpt)
     model = CRNN(ckpt.model, ckpt.features.n_mels)
     try:
         model.load_state_dict(ckpt.state_dict)

@@ -265,34 +265,102 @@ def _train(fn, cfg, resume: bool, force: bool) -> None:
     )
 
 
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
 @app.command()
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="kws checkpoints (.pt).")],
     data: DataDir = None,
     split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of a table.")
-    ] = False,
-    plot: Annotated[Path | None, typer.Option(help="Write the FA/FR curve PNG here.")] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Teacher to compare against: ratios and PASS/FAIL.")
+    ] = None,
+    target_memory: Annotated[float, typer.Option(help="Memory ratio to reach.")] = 10.0,
+    target_macs: Annotated[float, typer.Option(help="MACs ratio to reach.")] = 10.0,
+    target_au_fa_fr: Annotated[float, typer.Option(help="au_fa_fr ratio not to exceed.")] = 1.1,
+    json_out: JsonOut = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="FA/FR curve PNG; with --baseline also NAME.tradeoff.png."),
+    ] = None,
     latency: Annotated[
         bool, typer.Option("--latency/--no-latency", help="Measure CPU latency per 1 s clip.")
     ] = True,
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
-    if split not in ("val", "test", "train", "all"):
-        raise KwsError(f"--split {split!r}: expected val, test, train or all")
-    from kwscli.evaluate import evaluate_checkpoint
-    from kwscli.report import console, evaluation_table, plot_fa_fr, print_json
+    from kwscli.evaluate import Targets, check_targets, evaluate_checkpoint
+    from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
 
     reports = [evaluate_checkpoint(m, data, split, latency=latency) for m in models]
+    base = None
+    if baseline is not None:
+        base = evaluate_checkpoint(baseline, data, split, latency=False)
+        targets = Targets(target_memory, target_macs, target_au_fa_fr)
+        for r in reports:
+            r.targets = check_targets(r, base, targets)
+    written = []
     if plot:
         plot_fa_fr(reports, plot)
+        written.append(plot)
+        if base is not None:
+            written.append(plot_tradeoff(reports, base, targets, plot.with_suffix(".tradeoff.png")))
     if json_out:
         print_json([r.to_dict() for r in reports])
+        return
+    console.print(evaluation_table(reports, base))
+    for w in written:
+        console.print(f"plot → {w}")
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
+    out: Annotated[Path | None, typer.Option(help="[default: MODEL.int8.pt beside it]")] = None,
+    data: DataDir = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
+    ] = 0.1,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """int8 GRU and Linear weights (dynamic quantization); reports what changed."""
+    _compress("int8", model, out, data, tolerance, force, json_out)
+
+
+@app.command()
+def fp16(
+    model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
+    out: Annotated[Path | None, typer.Option(help="[default: MODEL.fp16.pt beside it]")] = None,
+    data: DataDir = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
+    ] = 0.1,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Half-precision weights (runs in fp16 on CPU and CUDA); reports what changed."""
+    _compress("fp16", model, out, data, tolerance, force, json_out)
+
+
+def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
+    from kwscli.compress import compress_checkpoint
+    from kwscli.report import compression_table, console, err_console, print_json
+
+    result = compress_checkpoint(model, kind, out, data, tolerance, force)
+    if result is None:
+        console.print(f"{model} is already {kind}: nothing to do")
+        return
+    if json_out:
+        print_json(result.to_dict())
     else:
-        console.print(evaluation_table(reports))
-        if plot:
-            console.print(f"FA/FR curve → {plot}")
+        console.print(compression_table(result))
+    if result.degraded:
+        err_console.print(
+            f"[yellow]warning:[/] au_fa_fr went from {result.au_fa_fr_before:.3e} to "
+            f"{result.au_fa_fr_after:.3e} (more than {result.tolerance:.0%} worse); see the "
+            "logit and probability changes above"
+        )
 
 
 @app.command()
@@ -301,9 +369,7 @@ def runs(
     sort: Annotated[
         str, typer.Option(help="name, kind, au_fa_fr, params, bytes, macs_2s or created.")
     ] = "created",
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of a table.")
-    ] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """List every run: kind, loss, size, MACs, val au_fa_fr and ratios to its teacher."""
     from kwscli.report import console, print_json, runs_table

@@ -193,19 +193,26 @@ def predict(
     labels: torch.Tensor | None = None,
     batch_size: int = 1024,
 ) -> tuple[Any, float]:
-    """P(keyword) for each row (numpy), and the mean cross-entropy when labels are given."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    """P(keyword) for each row (numpy float64), and the mean cross-entropy when labels are given."""
+    logits = predict_logits(model, features, batch_size)
+    probs = torch.softmax(logits, dim=-1)[:, 1].double().numpy()
+    loss = F.cross_entropy(logits, labels, reduction="mean").item() if labels is not None else 0.0
+    return probs, loss
+
+
+def predict_logits(
+    model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
+    """Logits (N, classes) as float32 on the CPU, whatever the model's dtype or device. The softmax
+    is always taken in float32 afterwards, so an fp16 model's probabilities do not saturate."""
+    first = next(model.parameters())
     was_training = model.training
     model.eval()
-    probs, loss_sum = [], 0.0
+    out = []
     with torch.inference_mode():
         for i in range(0, len(features), batch_size):
-            logits = model(features[i : i + batch_size].to(device, dtype)).float()
-            probs.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
-            if labels is not None:
-                y = labels[i : i + batch_size].to(device)
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            out.append(
+                model(features[i : i + batch_size].to(first.device, first.dtype)).float().cpu()
+            )
     model.train(was_training)
-    out = torch.cat(probs).double().numpy() if probs else torch.zeros(0).double().numpy()
-    return out, loss_sum / max(len(features), 1)
+    return torch.cat(out) if out else torch.zeros(0, 2)

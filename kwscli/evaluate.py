@@ -1,4 +1,8 @@
-"""Evaluate checkpoints the same way every time: quality on a split, plus size, MACs, latency."""
+"""Evaluate checkpoints the same way every time: quality on a split, plus size, MACs, latency.
+
+`model_cost` is the one place sizes and MACs are computed (evaluate, runs, quantize, fp16 all call
+it); `load_split` the one place a checkpoint's evaluation data is found.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,41 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kwscli import metrics
-from kwscli.checkpoint import build_model, load_checkpoint
+from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
 from kwscli.data.features import load_features
 from kwscli.data.speech_commands import scan_dataset
-from kwscli.engine import predict
+from kwscli.engine import predict_logits
 from kwscli.errors import DataError, KwsError
 
 DEFAULT_FARS = (0.001, 0.01, 0.05)
+SPLITS = ("val", "test", "train", "all")
+
+
+@dataclass
+class Cost:
+    params: int
+    size_bytes: int  # torch.save(state_dict) of the model as it runs
+    macs_1s: int
+    macs_2s: int  # the course measured on 2 s
+
+
+def model_cost(ckpt: Checkpoint, model: torch.nn.Module | None = None) -> Cost:
+    """Parameters, saved bytes and thop MACs of a checkpoint's model. int8 layers are counted as
+    the float layers they replace (thop counts quantized modules as 0); so are their params."""
+    from kwscli.compress import float_equivalent
+
+    model = model if model is not None else build_model(ckpt)
+    counted = float_equivalent(ckpt) if ckpt.kind == "int8" else model
+    f = ckpt.features
+    return Cost(
+        params=sum(p.numel() for p in counted.parameters()),
+        size_bytes=metrics.size_bytes(model),
+        macs_1s=metrics.count_macs(counted, f.n_mels, f.frames(1.0)),
+        macs_2s=metrics.count_macs(counted, f.n_mels, f.frames(2.0)),
+    )
 
 
 @dataclass
@@ -37,6 +67,7 @@ class ModelReport:
     macs_2s: int
     latency_ms: float
     skipped_files: int = 0
+    targets: dict | None = None  # ratios to a baseline and PASS/FAIL (--baseline)
     curve: dict = field(default_factory=dict, repr=False)  # fa, fr arrays for the plot
 
     def to_dict(self, with_curve: bool = False) -> dict:
@@ -46,58 +77,183 @@ class ModelReport:
         return d
 
 
+@dataclass
+class SplitData:
+    data: str
+    split: str
+    features: torch.Tensor  # (N, n_mels, T)
+    labels: np.ndarray  # (N,)
+    skipped: int
+
+
+def load_split(
+    ckpt: Checkpoint, data_path: str | Path | None = None, split: str = "val", progress=None
+) -> SplitData:
+    """The clips of `split` from `data_path` (default: the dataset the model was trained on)."""
+    if split not in SPLITS:
+        raise KwsError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    data_path = data_path or ckpt.info.get("data")
+    if not data_path:
+        raise KwsError(f"{ckpt.path}: no dataset recorded in the checkpoint; pass --data DIR")
+    # "all" needs no split lists; otherwise split the way the model was trained
+    mode = "random" if split == "all" else ckpt.info.get("split", "official")
+    index = scan_dataset(data_path, ckpt.keyword, mode)
+    fs = load_features(index, ckpt.features, progress=progress)
+    rows = fs.subset([index.paths[i] for i in index.splits.get(split, [])])
+    if len(rows) == 0:
+        raise DataError(f"{data_path}: the {split!r} split is empty (try --split all)")
+    return SplitData(
+        str(data_path), split, fs.features[rows], fs.labels[rows].numpy(), len(fs.skipped)
+    )
+
+
 def evaluate_checkpoint(
     path: str | Path,
     data_path: str | Path | None = None,
     split: str = "val",
-    split_mode: str | None = None,
     fars: tuple[float, ...] = DEFAULT_FARS,
     latency: bool = True,
     progress=None,
 ) -> ModelReport:
     ckpt = load_checkpoint(path)
     model = build_model(ckpt)
-    data_path = data_path or ckpt.info.get("data")
-    if not data_path:
-        raise KwsError(f"{path}: no dataset recorded in the checkpoint; pass --data DIR")
-    if split == "all":
-        split_mode = "random"  # every clip; needs no split lists
-    split_mode = split_mode or ckpt.info.get("split", "official")
-    index = scan_dataset(data_path, ckpt.keyword, split_mode)
-    fs = load_features(index, ckpt.features, progress=progress)
-    rows = fs.subset([index.paths[i] for i in index.splits.get(split, [])])
-    if len(rows) == 0:
-        raise DataError(f"{data_path}: the {split!r} split is empty (try --split val or --all)")
-    labels = fs.labels[rows].numpy()
-    probs, _ = predict(model, fs.features[rows])
-    return build_report(
-        model, ckpt, probs, labels, str(data_path), split, fars, latency, skipped=len(fs.skipped)
-    )
+    data = load_split(ckpt, data_path, split, progress)
+    probs = probabilities(predict_logits(model, data.features))
+    return build_report(model, ckpt, probs, data, fars, latency)
+
+
+def probabilities(logits: torch.Tensor) -> np.ndarray:
+    """P(keyword), softmax in float32 then float64 for the metric."""
+    return torch.softmax(logits.float(), dim=-1)[:, 1].double().numpy()
 
 
 def build_report(
-    model, ckpt, probs, labels, data: str, split: str, fars, latency: bool, skipped: int = 0
+    model, ckpt: Checkpoint, probs: np.ndarray, data: SplitData, fars, latency: bool
 ) -> ModelReport:
-    n_mels = ckpt.features.n_mels
-    frames_1s, frames_2s = ckpt.features.frames(1.0), ckpt.features.frames(2.0)
-    ops = [asdict(metrics.frr_at_far(probs, labels, f)) for f in fars]
+    labels = data.labels
+    cost = model_cost(ckpt, model)
     _, fa, fr = metrics.fa_fr_curve(probs, labels)
+    f = ckpt.features
     return ModelReport(
         path=str(ckpt.path),
         kind=ckpt.kind,
         keyword=ckpt.keyword,
-        data=data,
-        split=split,
+        data=data.data,
+        split=data.split,
         clips=int(len(labels)),
         keyword_clips=int(np.sum(labels)),
         au_fa_fr=metrics.au_fa_fr(probs, labels),
         accuracy=metrics.accuracy(probs, labels),
-        operating_points=ops,
-        params=sum(p.numel() for p in model.parameters()),
-        size_bytes=metrics.size_bytes(model),
-        macs_1s=metrics.count_macs(model, n_mels, frames_1s),
-        macs_2s=metrics.count_macs(model, n_mels, frames_2s),
-        latency_ms=metrics.latency_ms(model, n_mels, frames_1s) if latency else float("nan"),
-        skipped_files=skipped,
+        operating_points=[asdict(metrics.frr_at_far(probs, labels, x)) for x in fars],
+        params=cost.params,
+        size_bytes=cost.size_bytes,
+        macs_1s=cost.macs_1s,
+        macs_2s=cost.macs_2s,
+        latency_ms=metrics.latency_ms(model, f.n_mels, f.frames(1.0)) if latency else float("nan"),
+        skipped_files=data.skipped,
         curve={"fa": fa.tolist(), "fr": fr.tolist()},
     )
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass
+class Targets:
+    """The course goal: ≥ 10x less memory, ≥ 10x fewer MACs, au_fa_fr ≤ 1.1x the baseline's."""
+
+    memory: float = 10.0
+    macs: float = 10.0
+    au_fa_fr: float = 1.1
+
+
+def check_targets(report: ModelReport, baseline: ModelReport, targets: Targets) -> dict:
+    """Ratios to the baseline (memory and MACs: baseline ÷ model, higher is better; au_fa_fr:
+    model ÷ baseline, lower is better) and PASS/FAIL for each and overall."""
+    memory = baseline.size_bytes / report.size_bytes
+    macs = baseline.macs_2s / report.macs_2s
+    if baseline.au_fa_fr > 0:
+        quality = report.au_fa_fr / baseline.au_fa_fr
+    else:  # a perfect baseline: only a perfect model matches it
+        quality = 1.0 if report.au_fa_fr == 0 else float("inf")
+    passed = {
+        "memory": memory >= targets.memory,
+        "macs": macs >= targets.macs,
+        "au_fa_fr": quality <= targets.au_fa_fr,
+    }
+    return {
+        "baseline": baseline.path,
+        "memory_ratio": memory,
+        "macs_ratio": macs,
+        "au_fa_fr_ratio": quality,
+        "targets": asdict(targets),
+        "pass": passed,
+        "verdict": "PASS" if all(passed.values()) else "FAIL",
+    }
+
+
+# ---------------------------------------------------------------- compression
+
+
+@dataclass
+class CompressionReport:
+    """Before/after of `kws quantize` / `kws fp16`, and where any degradation comes from."""
+
+    source: str
+    output: str
+    kind: str
+    size_before: int
+    size_after: int
+    macs_2s: int
+    data: str | None
+    au_fa_fr_before: float | None = None
+    au_fa_fr_after: float | None = None
+    max_abs_dprob: float | None = None  # largest change of P(keyword) over the split
+    max_abs_dlogit: float | None = None
+    distinct_before: int | None = None  # distinct P(keyword) values: fewer = more ties
+    distinct_after: int | None = None
+    degraded: bool = False
+    tolerance: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_compressed(
+    src: Checkpoint,
+    out: Checkpoint,
+    out_path: Path,
+    data_path: str | Path | None,
+    split: str = "val",
+    tolerance: float = 0.1,
+) -> CompressionReport:
+    """Run both models on the same clips. `degraded` when au_fa_fr grows by more than
+    `tolerance` (relative) — with the logit and probability changes that explain it."""
+    src_model, out_model = build_model(src), build_model(out)
+    cost = model_cost(out, out_model)
+    rep = CompressionReport(
+        source=str(src.path),
+        output=str(out_path),
+        kind=out.kind,
+        size_before=model_cost(src, src_model).size_bytes,
+        size_after=cost.size_bytes,
+        macs_2s=cost.macs_2s,
+        data=None,
+        tolerance=tolerance,
+    )
+    if data_path is None and not src.info.get("data"):
+        return rep  # nothing to compare on; sizes still stand
+    data = load_split(src, data_path, split)
+    before, after = (
+        predict_logits(src_model, data.features),
+        predict_logits(out_model, data.features),
+    )
+    p0, p1 = probabilities(before), probabilities(after)
+    rep.data = data.data
+    rep.au_fa_fr_before = metrics.au_fa_fr(p0, data.labels)
+    rep.au_fa_fr_after = metrics.au_fa_fr(p1, data.labels)
+    rep.max_abs_dprob = float(np.max(np.abs(p1 - p0)))
+    rep.max_abs_dlogit = float((after - before).abs().max())
+    rep.distinct_before, rep.distinct_after = len(np.unique(p0)), len(np.unique(p1))
+    rep.degraded = rep.au_fa_fr_after > rep.au_fa_fr_before * (1 + tolerance) + 1e-12
+    return rep

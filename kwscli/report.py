@@ -122,9 +122,16 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-def evaluation_table(reports: list) -> Table:
-    table = Table(title=f"evaluation on {reports[0].split} of {reports[0].data}")
-    for col in (
+def evaluation_table(reports: list, baseline=None) -> Table:
+    title = f"evaluation on {reports[0].split} of {reports[0].data}"
+    if baseline is not None:
+        t = reports[0].targets["targets"]
+        title += (
+            f"\nvs {baseline.path} (au_fa_fr {baseline.au_fa_fr:.3e}): targets memory ≥ "
+            f"{t['memory']:g}x, MACs ≥ {t['macs']:g}x, au_fa_fr ≤ {t['au_fa_fr']:g}x"
+        )
+    table = Table(title=title)
+    cols = [
         "model",
         "kind",
         "clips (kw)",
@@ -136,12 +143,15 @@ def evaluation_table(reports: list) -> Table:
         "MACs 1s",
         "MACs 2s",
         "ms/clip",
-    ):
+    ]
+    if baseline is not None:
+        cols += ["mem ×", "MACs ×", "au_fa_fr ×", "verdict"]
+    for col in cols:
         table.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for r in reports:
         ops = " ".join(f"{o['frr']:.3f}@{o['target_far']:g}" for o in r.operating_points)
-        table.add_row(
-            Path(r.path).name if len(reports) == 1 else r.path,
+        row = [
+            r.path,
             r.kind,
             f"{_fmt_int(r.clips)} ({r.keyword_clips})",
             f"{r.au_fa_fr:.3e}",
@@ -152,7 +162,50 @@ def evaluation_table(reports: list) -> Table:
             _fmt_int(r.macs_1s),
             _fmt_int(r.macs_2s),
             "-" if math.isnan(r.latency_ms) else f"{r.latency_ms:.2f}",
-        )
+        ]
+        if baseline is not None:
+            t, ok = r.targets, r.targets["pass"]
+            row += [
+                _mark(f"{t['memory_ratio']:.2f}", ok["memory"]),
+                _mark(f"{t['macs_ratio']:.2f}", ok["macs"]),
+                _mark(f"{t['au_fa_fr_ratio']:.2f}", ok["au_fa_fr"]),
+                _mark(t["verdict"], t["verdict"] == "PASS"),
+            ]
+        table.add_row(*row)
+    if any(r.kind == "int8" for r in reports):
+        table.caption = "int8 MACs and params are counted as the float layers they replace"
+    return table
+
+
+def _mark(text: str, ok: bool) -> str:
+    return f"[green]{text}[/]" if ok else f"[red]{text}[/]"
+
+
+def compression_table(rep) -> Table:
+    """Before/after of quantize/fp16, with what explains any change in the metric."""
+    table = Table(title=f"{rep.kind}: {rep.source} → {rep.output}")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_row(
+        "bytes",
+        _fmt_int(rep.size_before),
+        _fmt_int(rep.size_after) + f"  ({rep.size_before / rep.size_after:.2f}x smaller)",
+    )
+    table.add_row("MACs 2s", "", _fmt_int(rep.macs_2s) + "  (unchanged: same arithmetic count)")
+    if rep.au_fa_fr_before is None:
+        table.caption = "no dataset recorded: pass --data to compare au_fa_fr"
+        return table
+    table.add_row(
+        f"val au_fa_fr ({rep.data})",
+        f"{rep.au_fa_fr_before:.3e}",
+        _mark(f"{rep.au_fa_fr_after:.3e}", not rep.degraded),
+    )
+    table.add_row(
+        "distinct P(keyword) values", _fmt_int(rep.distinct_before), _fmt_int(rep.distinct_after)
+    )
+    table.add_row("max |Δ logit|", "", f"{rep.max_abs_dlogit:.2e}")
+    table.add_row("max |Δ P(keyword)|", "", f"{rep.max_abs_dprob:.2e}")
     return table
 
 
@@ -238,6 +291,45 @@ def plot_history(history_json: Path, out: Path) -> None:
     ax2.set_ylabel("val au_fa_fr (lower is better)")
     ax2.grid(alpha=0.3, which="both")
     _save(fig, out)
+
+
+def plot_tradeoff(reports: list, baseline, targets, out: Path) -> Path:
+    """The course's two plots: au_fa_fr vs MACs and vs memory, one point per model, with the
+    baseline and the target region (≤ baseline/target cost, ≤ target × baseline au_fa_fr)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    limit = baseline.au_fa_fr * targets.au_fa_fr
+    for ax, attr, ratio, label in (
+        (axes[0], "macs_2s", targets.macs, "MACs (2 s of audio)"),
+        (axes[1], "size_bytes", targets.memory, "memory (bytes of state_dict)"),
+    ):
+        x0 = getattr(baseline, attr)
+        ax.axvspan(0, x0 / ratio, ymax=1, color="C2", alpha=0.08)
+        ax.axhline(
+            limit,
+            color="C2",
+            ls="--",
+            lw=1,
+            label=f"target: ≤ {targets.au_fa_fr:g}× baseline, ≤ 1/{ratio:g} cost",
+        )
+        ax.axvline(x0 / ratio, color="C2", ls="--", lw=1)
+        ax.scatter([x0], [baseline.au_fa_fr], marker="*", s=160, color="k", label="baseline")
+        for r in reports:
+            ax.scatter([getattr(r, attr)], [r.au_fa_fr], s=40)
+            ax.annotate(
+                Path(r.path).parent.name + "/" + Path(r.path).name,
+                (getattr(r, attr), r.au_fa_fr),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("au_fa_fr (lower is better)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    _save(fig, out)
+    return out
 
 
 def plot_fa_fr(reports: list, out: Path) -> None:

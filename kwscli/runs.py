@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kwscli import metrics
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint
+from kwscli.config import ModelConfig
 from kwscli.errors import CheckpointError, KwsError
+from kwscli.evaluate import model_cost
+from kwscli.models.crnn import CRNN
 
 SORT_KEYS = ("name", "kind", "au_fa_fr", "params", "bytes", "macs_2s", "created")
 
@@ -35,16 +37,6 @@ class RunSummary:
         return asdict(self)
 
 
-def model_cost(ckpt: Checkpoint) -> tuple[int, int, int]:
-    """(params, saved bytes, MACs on 2 s) of the model a checkpoint holds."""
-    model = build_model(ckpt)
-    return (
-        sum(p.numel() for p in model.parameters()),
-        metrics.size_bytes(model),
-        metrics.count_macs(model, ckpt.features.n_mels, ckpt.features.frames(2.0)),
-    )
-
-
 def list_runs(runs_dir: str | Path, sort: str = "created") -> list[RunSummary]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -64,7 +56,7 @@ def list_runs(runs_dir: str | Path, sort: str = "created") -> list[RunSummary]:
 
 
 def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
-    params, size, macs = model_cost(ckpt)
+    cost = model_cost(ckpt)
     d = ckpt.info.get("distill") or {}
     run = RunSummary(
         name=file.parent.name if file.name == "model.pt" else f"{file.parent.name}/{file.name}",
@@ -74,22 +66,22 @@ def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
         temperature=d.get("temperature") if d.get("loss") in ("ce", "kl") else None,
         alpha=d.get("alpha"),
         attention_weight=d.get("attention_weight"),
-        params=params,
-        bytes=size,
-        macs_2s=macs,
+        params=cost.params,
+        bytes=cost.size_bytes,
+        macs_2s=cost.macs_2s,
         au_fa_fr=ckpt.metrics.get("val_au_fa_fr"),
         epoch=ckpt.metrics.get("epoch"),
         created=ckpt.created,
     )
     teacher = ckpt.info.get("teacher")
     if teacher:
-        from kwscli.config import ModelConfig
-        from kwscli.models.crnn import CRNN
-
-        t_model = CRNN(ModelConfig.model_validate(teacher["model"]), ckpt.features.n_mels)
-        t_macs = metrics.count_macs(t_model, ckpt.features.n_mels, ckpt.features.frames(2.0))
-        run.memory_ratio = metrics.size_bytes(t_model) / size
-        run.macs_ratio = t_macs / macs
+        # the teacher's shape is recorded in the student: its cost needs no teacher file
+        shape = Checkpoint(
+            "teacher", ModelConfig.model_validate(teacher["model"]), ckpt.features, ckpt.keyword, {}
+        )
+        t_cost = model_cost(shape, CRNN(shape.model, shape.features.n_mels))
+        run.memory_ratio = t_cost.size_bytes / cost.size_bytes
+        run.macs_ratio = t_cost.macs_2s / cost.macs_2s
         t_score = (teacher.get("metrics") or {}).get("val_au_fa_fr")
         if t_score and run.au_fa_fr is not None:
             run.au_fa_fr_ratio = run.au_fa_fr / t_score

@@ -1,0 +1,216 @@
+"""Post-training compression: int8 GRU/Linear weights and fp16, as safe checkpoints.
+
+int8 uses PyTorch's dynamic quantization (`torch.ao.quantization.quantize_dynamic`: int8 weights,
+activations quantized on the fly) where the installed torch has it. The checkpoint stores the int8
+weights with their scale and zero point as plain tensors — never a pickled module — and rebuilding
+puts exactly those integers back into a freshly quantized model. Where dynamic quantization is not
+available, the same checkpoint runs as a weight-only int8 model (weights dequantized on load).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kwscli.checkpoint import Checkpoint
+from kwscli.errors import CheckpointError, KwsError
+from kwscli.models.crnn import CRNN
+
+INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
+
+
+def _quantize_dynamic(model: nn.Module) -> nn.Module:
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # deprecated in favour of torchao, which has no GRU
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {nn.GRU, nn.Linear}, dtype=torch.qint8)
+
+
+def dynamic_int8_available() -> bool:
+    try:
+        _quantize_dynamic(nn.Sequential(nn.Linear(2, 2)))(torch.zeros(1, 2))
+        return True
+    except Exception:
+        return False
+
+
+def to_int8(ckpt: Checkpoint) -> Checkpoint:
+    """int8 checkpoint of a float one: GRU and Linear weights as int8 + per-tensor scale."""
+    from kwscli.checkpoint import build_model
+
+    float_model = build_model(ckpt)
+    qmodel = _quantize_dynamic(copy.deepcopy(float_model))
+    state: dict[str, torch.Tensor] = {}
+    quantized: list[str] = []
+    for name, module in qmodel.named_modules():
+        weights = _quantized_weights(module)
+        if weights is None:
+            continue
+        for key, w in weights.items():
+            full = f"{name}.{key}"
+            state[full + ".int8"] = w.int_repr().clone()
+            state[full + ".scale"] = torch.tensor(w.q_scale(), dtype=torch.float64)
+            state[full + ".zero_point"] = torch.tensor(w.q_zero_point(), dtype=torch.int64)
+            quantized.append(full)
+    for key, value in float_model.state_dict().items():
+        if key not in quantized:
+            state[key] = value.clone()  # conv weights and every bias stay float32
+    return Checkpoint(
+        "int8",
+        ckpt.model,
+        ckpt.features,
+        ckpt.keyword,
+        state,
+        metrics={},
+        threshold=ckpt.threshold,
+        info={
+            **ckpt.info,
+            "source": _source(ckpt),
+            "int8": {"quantized": quantized, "scheme": "per-tensor affine qint8"},
+        },
+    )
+
+
+def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
+    """{'weight_ih_l0': qtensor, ...} of a dynamic-quantized module, None for other modules."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    if isinstance(module, nnqd.Linear):
+        return {"weight": module.weight()}
+    if isinstance(module, nnqd.GRU):
+        return dict(module.get_weight())
+    return None
+
+
+def build_int8(ckpt: Checkpoint) -> nn.Module:
+    """The int8 model a checkpoint describes, with exactly its stored integers."""
+    state = ckpt.state_dict
+    names = ckpt.info.get("int8", {}).get("quantized", [])
+    deq = {
+        n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
+        for n in names
+    }
+    floats = {k: v for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
+    model = CRNN(ckpt.model, ckpt.features.n_mels)
+    try:
+        model.load_state_dict({**floats, **{n: w.float() for n, w in deq.items()}})
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(
+            f"{ckpt.path}: int8 weights do not match its config ({exc})"
+        ) from None
+    model.eval()
+    if not dynamic_int8_available():
+        return model  # weight-only int8: the same integers, float arithmetic
+    qmodel = _quantize_dynamic(model)
+    for name, module in qmodel.named_modules():
+        current = _quantized_weights(module)
+        if current is None:
+            continue
+        exact = {
+            k: torch._make_per_tensor_quantized_tensor(
+                state[f"{name}.{k}.int8"],
+                float(state[f"{name}.{k}.scale"]),
+                int(state[f"{name}.{k}.zero_point"]),
+            )
+            for k in current
+        }
+        if isinstance(module, nn.Module) and hasattr(module, "set_weight_bias"):
+            if "weight" in exact:  # Linear
+                module.set_weight_bias(exact["weight"], module.bias())
+            else:  # GRU: its biases sit beside the weights in one dict
+                biases = module.get_bias()
+                module.set_weight_bias({**exact, **biases})
+    return qmodel.eval()
+
+
+def to_fp16(ckpt: Checkpoint) -> Checkpoint:
+    """Half-precision checkpoint: every weight stored and run in float16."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    return Checkpoint(
+        "fp16",
+        ckpt.model,
+        ckpt.features,
+        ckpt.keyword,
+        state,
+        metrics={},
+        threshold=ckpt.threshold,
+        info={**ckpt.info, "source": _source(ckpt)},
+    )
+
+
+def build_fp16(ckpt: Checkpoint) -> nn.Module:
+    model = CRNN(ckpt.model, ckpt.features.n_mels).half()
+    try:
+        model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{ckpt.path}: fp16 weights do not match its config ({exc})"
+        ) from None
+    return model.eval()
+
+
+def float_equivalent(ckpt: Checkpoint) -> nn.Module:
+    """The float32 CRNN with the same shapes, for counting MACs: thop counts quantized modules as
+    0, so int8 layers are counted as the float layers they replace."""
+    return CRNN(ckpt.model, ckpt.features.n_mels).eval()
+
+
+def _source(ckpt: Checkpoint) -> dict:
+    return {
+        "path": str(ckpt.path) if ckpt.path else None,
+        "kind": ckpt.kind,
+        "metrics": ckpt.metrics,
+    }
+
+
+def compress_checkpoint(
+    path: str | Path,
+    kind: str,
+    out: str | Path | None = None,
+    data: str | Path | None = None,
+    tolerance: float = 0.1,
+    force: bool = False,
+):
+    """`kws quantize` / `kws fp16`: convert, compare on the validation split, save beside the
+    input. Returns None (and writes nothing) when the model already is `kind`."""
+    from kwscli.checkpoint import load_checkpoint, save_checkpoint
+    from kwscli.evaluate import compare_compressed
+
+    src = load_checkpoint(path)
+    if src.kind == kind:
+        return None
+    if src.kind not in ("teacher", "student"):
+        raise KwsError(
+            f"{path} is {src.kind}; {kind} needs the float model it came from "
+            f"({src.info.get('source', {}).get('path') or 'its teacher/student .pt'})"
+        )
+    out = Path(out) if out else Path(path).with_suffix(f".{kind}.pt")
+    check_writable(out, force)
+    converted = to_int8(src) if kind == "int8" else to_fp16(src)
+    report = compare_compressed(src, converted, out, data, tolerance=tolerance)
+    if report.au_fa_fr_after is not None:
+        converted.metrics = {
+            "val_au_fa_fr": report.au_fa_fr_after,
+            "source_val_au_fa_fr": report.au_fa_fr_before,
+        }
+    save_checkpoint(converted, out)
+    return report
+
+
+def check_writable(out: Path, force: bool) -> None:
+    """Refuse, before any work, to overwrite without --force or to write where we cannot."""
+    if out.is_dir():
+        raise KwsError(f"{out}: is a folder; give a file name with --out")
+    if out.exists() and not force:
+        raise KwsError(f"{out} already exists; use --force to replace it or --out for a new file")
+    parent = out.parent
+    if not parent.is_dir():
+        raise KwsError(f"{parent}: no such folder for the output")
+    if not os.access(parent, os.W_OK):
+        raise KwsError(f"{parent}: not writable; choose another place with --out")
