@@ -364,6 +364,70 @@ def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
 
 
 @app.command()
+def detect(
+    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, ogg...).")],
+    model: Annotated[
+        Path | None, typer.Option(help="Any kws checkpoint [default: the bundled student].")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="P(keyword) to fire at [default: the model's own].")
+    ] = None,
+    state: Annotated[
+        str, typer.Option(help="window (GRU from zero per window) or carry (GRU state kept).")
+    ] = "window",
+    json_out: JsonOut = False,
+    plot: Annotated[Path | None, typer.Option(help="PNG of P(keyword) over time.")] = None,
+    save_triggers: Annotated[
+        Path | None, typer.Option(help="Write each detection's audio into this folder.")
+    ] = None,
+) -> None:
+    """Spot the keyword in recordings of any length: when it was said, and how sure."""
+    from kwscli.detect import detect_files
+    from kwscli.report import detections_table, err_console, plot_trace, print_json
+
+    run = detect_files(
+        files, model, threshold, state, keep_trace=plot is not None, save_triggers_to=save_triggers
+    )
+    if json_out:
+        print_json([r.to_dict(run.settings) for r in run.results])
+    else:
+        for r in run.results:
+            if r.error:
+                err_console.print(f"[bold red]error:[/] {r.error}", highlight=False)
+            else:
+                detections_table(r, run.settings)
+    if plot:
+        for path in plot_trace(run.results, run.settings, plot):
+            err_console.print(f"plot → {path}")
+    if any(r.error for r in run.results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="kws checkpoint.")],
+    negatives: Annotated[Path, typer.Option(help="Keyword-free audio: a file or a folder.")],
+    fa_per_hour: Annotated[float, typer.Option(help="False alarms per hour to allow.")] = 1.0,
+    out: Annotated[
+        Path | None, typer.Option(help="[default: MODEL.calibrated.pt beside it]")
+    ] = None,
+    data: DataDir = None,
+    state: Annotated[str, typer.Option(help="window or carry, as in detect.")] = "window",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Choose the threshold that meets a false-alarms-per-hour target; store it in the model."""
+    from kwscli.calibrate import calibrate as run_calibration
+    from kwscli.report import calibration_table, console, print_json
+
+    result = run_calibration(model, negatives, fa_per_hour, out, data, state, force)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        console.print(calibration_table(result))
+
+
+@app.command()
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs"),
     sort: Annotated[

@@ -249,6 +249,70 @@ def runs_table(runs: list, title: str) -> Table:
     return table
 
 
+def detections_table(result, settings: dict) -> None:
+    """One file's detections: when the keyword was said and how sure the model was."""
+    head = f"[bold]{result.path}[/]  {result.duration:.1f} s"
+    if result.notes:
+        head += "  (" + "; ".join(result.notes) + ")"
+    console.print(head, highlight=False)
+    if not result.detections:
+        console.print(f"  no {settings['keyword']!r} above threshold {settings['threshold']:g}")
+        return
+    table = Table(box=None, padding=(0, 2))
+    for col in ("#", "time", "start", "end", "peak P"):
+        table.add_column(col, justify="right")
+    for i, d in enumerate(result.detections, 1):
+        table.add_row(str(i), _clock(d.time), _clock(d.start), _clock(d.end), f"{d.peak:.3f}")
+    console.print(table)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:05.2f}" if h else f"{m}:{s:05.2f}"
+
+
+def calibration_table(c) -> Table:
+    table = Table(title=f"calibration of {c.model} → {c.output}", show_header=False)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row(
+        "negatives read",
+        f"{c.hours:.3f} h in {c.files} files"
+        + (f" ({len(c.skipped)} unreadable, skipped)" if c.skipped else ""),
+    )
+    table.add_row("target", f"≤ {c.target_fa_per_hour:g} false alarms / hour")
+    table.add_row("threshold", f"{c.threshold:.6g}")
+    table.add_row("measured", f"{c.false_alarms} false alarms = {c.fa_per_hour:.3g} / hour")
+    frr = "n/a (no validation data)" if c.frr is None else f"{c.frr:.3f} of {c.positives} clips"
+    table.add_row("false rejects (val keyword clips)", frr)
+    return table
+
+
+def plot_trace(results: list, settings: dict, out: Path) -> list[Path]:
+    """P(keyword) over time per file, threshold and detections marked. Several files: one PNG
+    each, named OUT-<file stem>.png."""
+    plt = _pyplot()
+    written = []
+    traced = [r for r in results if r.times is not None]
+    for r in traced:
+        path = out if len(traced) == 1 else out.with_name(f"{out.stem}-{Path(r.path).stem}.png")
+        fig, ax = plt.subplots(figsize=(max(8, min(30, r.duration / 4)), 3))
+        ax.plot(r.times, r.probs, lw=1)
+        ax.axhline(settings["threshold"], color="C3", ls="--", lw=1, label="threshold")
+        for d in r.detections:
+            ax.axvspan(d.start, d.end, color="C2", alpha=0.15)
+            ax.axvline(d.time, color="C2", lw=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(f"P({settings['keyword']})")
+        ax.set_title(f"{Path(r.path).name}: {len(r.detections)} detection(s)")
+        ax.legend(loc="upper right", fontsize=8)
+        _save(fig, path)
+        written.append(path)
+    return written
+
+
 def print_json(data: Any) -> None:
     """Machine output goes to stdout untouched by rich (no wrapping, no colour)."""
     print(json.dumps(data, indent=2))

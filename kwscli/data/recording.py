@@ -1,0 +1,99 @@
+"""Long synthetic recordings: other speech over background noise, with the keyword said at known
+times (or never, for measuring false alarms per hour). Written to disk minute by minute, so an
+hour needs no more memory than a minute."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kwscli.audio import SAMPLE_RATE
+from kwscli.data.synthetic import FILLER_WORDS, SPEECH_COMMANDS_WORDS, _phrase
+from kwscli.data.tts import Espeak, random_speakers
+from kwscli.files import atomic_write
+
+SEGMENT_S = 60.0
+
+
+@dataclass
+class Event:
+    start: float
+    end: float
+    text: str
+    keyword: bool
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+def make_recording(
+    out: Path,
+    seconds: float,
+    keyword: str = "sheila",
+    keyword_times: tuple[float, ...] = (),
+    seed: int = 0,
+    snr_db: float = 15.0,
+    speech_fraction: float = 0.6,
+) -> list[Event]:
+    """Write `seconds` of pink noise with TTS phrases (never containing the keyword) over it, plus
+    the keyword spoken starting at each of `keyword_times`. Returns every spoken event."""
+    rng = np.random.default_rng([seed, 11])
+    speakers = random_speakers(24, seed + 1000)
+    vocab = sorted({*SPEECH_COMMANDS_WORDS, *FILLER_WORDS} - {keyword})
+    total = int(seconds * SAMPLE_RATE)
+    events: list[Event] = []
+    with (
+        Espeak() as tts,
+        atomic_write(out) as tmp,
+        sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as f,
+    ):
+        placed_kw = sorted(keyword_times)
+        for seg_start in range(0, total, int(SEGMENT_S * SAMPLE_RATE)):
+            n = min(int(SEGMENT_S * SAMPLE_RATE), total - seg_start)
+            speech = np.zeros(n, np.float32)
+            t0 = seg_start / SAMPLE_RATE
+            busy = [(k - 0.4, k + 1.2) for k in placed_kw]  # keep other speech off the keyword
+            t = t0 + rng.uniform(0.2, 1.5)
+            while t < t0 + n / SAMPLE_RATE:
+                s = speakers[rng.integers(len(speakers))]
+                text = _phrase(vocab, keyword, rng, 1, 4)
+                audio = tts.say(text, s.voice, s.rate, s.pitch, s.pitch_range)
+                dur = len(audio) / SAMPLE_RATE
+                if not any(a < t + dur and t < b for a, b in busy):
+                    _add(speech, audio * _level(rng), t - t0)
+                    events.append(Event(t, t + dur, text, False))
+                gap = dur * (1 - speech_fraction) / speech_fraction
+                t += dur + rng.uniform(0.5, 1.5) * gap + 0.2
+            for k in placed_kw:
+                if t0 <= k < t0 + n / SAMPLE_RATE:
+                    s = speakers[rng.integers(len(speakers))]
+                    audio = tts.say(keyword, s.voice, s.rate, s.pitch, s.pitch_range)
+                    _add(speech, audio * _level(rng), k - t0)
+                    events.append(Event(k, k + len(audio) / SAMPLE_RATE, keyword, True))
+            rms = np.sqrt(np.mean(speech[speech != 0] ** 2)) if np.any(speech) else 0.05
+            noise = pink_noise(n, rng) * rms / 10 ** (snr_db / 20)
+            f.write(np.clip(speech + noise, -1, 1))
+    return sorted(events, key=lambda e: e.start)
+
+
+def _add(buf: np.ndarray, audio: np.ndarray, at: float) -> None:
+    i = int(at * SAMPLE_RATE)
+    j = min(len(buf), i + len(audio))
+    if i < j:
+        buf[i:j] += audio[: j - i]
+
+
+def _level(rng: np.random.Generator) -> float:
+    return float(10 ** (rng.uniform(-20, -8) / 20)) / 0.5  # espeak peaks near 0.5
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise with power ∝ 1/f."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    freqs[0] = np.inf
+    out = np.fft.irfft(spectrum / np.sqrt(freqs), n)
+    return (out / (np.sqrt(np.mean(out**2)) + 1e-12)).astype(np.float32)

@@ -1,0 +1,309 @@
+"""Spot the keyword in audio files of any length, format, rate and channel count, streaming.
+
+A file is read in blocks (soundfile), mixed to mono, resampled block by block with enough context
+that the result equals resampling the whole file, and fed to a `StreamingDetector`. Memory stays
+bounded by the block size, whatever the file's length. P(keyword) runs above the threshold become
+detections; runs closer than the refractory period merge, so one utterance is one detection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from kwscli.audio import write_wav
+from kwscli.checkpoint import Checkpoint, build_model
+from kwscli.errors import AudioError, ConfigError, KwsError
+from kwscli.models.streaming import StreamingDetector
+
+BLOCK_SECONDS = 10.0
+REFRACTORY_S = 1.0
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass
+class Detection:
+    start: float  # s: start of the first window that fired
+    end: float  # s: end of the last window that fired
+    time: float  # s: where the peak window's attention looked: the keyword's position
+    peak: float  # highest P(keyword) in the detection
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) for k, v in asdict(self).items()}
+
+
+@dataclass
+class FileResult:
+    path: str
+    duration: float = 0.0  # seconds of audio read
+    sample_rate: int = 0  # of the file, before resampling
+    channels: int = 0
+    notes: list[str] = field(default_factory=list)  # what was done to the audio
+    detections: list[Detection] = field(default_factory=list)
+    error: str | None = None
+    times: np.ndarray | None = field(default=None, repr=False)  # P(keyword) trace
+    probs: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self, settings: dict) -> dict:
+        return {
+            "path": self.path,
+            "duration_s": round(self.duration, 3),
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "notes": self.notes,
+            "error": self.error,
+            "detections": [d.to_dict() for d in self.detections],
+            "settings": settings,
+        }
+
+
+def read_blocks(
+    path: Path,
+    sample_rate: int,
+    block_seconds: float = BLOCK_SECONDS,
+    result: FileResult | None = None,
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at `sample_rate` from any file soundfile reads, in bounded memory."""
+    result = result or FileResult(str(path))
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, expected an audio file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as exc:
+        raise AudioError(
+            f"{path}: not a readable audio file ({str(exc).splitlines()[-1]})"
+        ) from None
+    with f:
+        result.sample_rate, result.channels = f.samplerate, f.channels
+        if f.frames == 0:
+            raise AudioError(f"{path}: contains no audio samples")
+        if f.channels > 1:
+            result.notes.append(f"mixed {f.channels} channels to mono")
+        if f.samplerate != sample_rate:
+            result.notes.append(f"resampled {f.samplerate} Hz → {sample_rate} Hz")
+            if f.samplerate < sample_rate:
+                result.notes.append(
+                    f"{f.samplerate} Hz holds nothing above "
+                    f"{f.samplerate // 2} Hz: expect lower accuracy"
+                )
+        blocks = (
+            b.mean(axis=1)
+            for b in f.blocks(
+                blocksize=_block_len(f.samplerate, sample_rate, block_seconds),
+                dtype="float32",
+                always_2d=True,
+            )
+        )
+        yield from resample_blocks(blocks, f.samplerate, sample_rate)
+
+
+def _block_len(orig: int, new: int, seconds: float) -> int:
+    unit = orig // math.gcd(orig, new)  # a multiple of this maps to a whole number of outputs
+    return max(unit, int(orig * seconds) // unit * unit)
+
+
+def resample_blocks(blocks: Iterator[np.ndarray], orig: int, new: int) -> Iterator[np.ndarray]:
+    """Resample a block stream; each block gets `context` neighbouring samples on both sides, so
+    the windowed-sinc filter sees what it would see on the whole signal."""
+    if orig == new:
+        yield from blocks
+        return
+    g = math.gcd(orig, new)
+    unit_in, unit_out = orig // g, new // g
+    context = unit_in * max(1, math.ceil(256 / unit_in))  # ≥ the filter's half-width
+    prev = np.zeros(0, np.float32)
+    current = None
+    for block in blocks:
+        if current is not None:
+            yield _resample_middle(prev, current, block[:context], orig, new, unit_in, unit_out)
+            prev = current[-context:]
+        current = block
+    if current is not None:
+        yield _resample_middle(prev, current, np.zeros(0, np.float32), orig, new, unit_in, unit_out)
+
+
+def _resample_middle(left, mid, right, orig, new, unit_in, unit_out) -> np.ndarray:
+    from kwscli.audio import resample
+
+    out = resample(np.concatenate([left, mid, right]), orig, new)
+    start = len(left) // unit_in * unit_out
+    n = math.ceil(len(mid) * new / orig)
+    return out[start : start + n]
+
+
+def detect_file(
+    path: str | Path,
+    detector: StreamingDetector,
+    threshold: float,
+    refractory: float = REFRACTORY_S,
+    keep_trace: bool = False,
+) -> FileResult:
+    """Stream one file through `detector` (reset first); errors are returned, not raised."""
+    path = Path(path)
+    result = FileResult(str(path))
+    detector.reset()
+    times, probs, focus = [], [], []
+    try:
+        for block in read_blocks(path, detector.features.sample_rate, result=result):
+            out = detector.process(block)
+            result.duration += len(block) / detector.features.sample_rate
+            times.append(out.times)
+            probs.append(out.probs)
+            focus.append(out.focus)
+    except AudioError as exc:
+        result.error = str(exc)
+        return result
+    if (
+        result.duration
+        < detector.window_frames * detector.features.hop_length / detector.features.sample_rate
+    ):
+        result.notes.append(
+            f"only {result.duration:.2f} s of audio: scored as one window padded with silence"
+        )
+    t, p, c = (np.concatenate(x) if x else np.zeros(0) for x in (times, probs, focus))
+    window_s = detector.window_frames * detector.features.hop_length / detector.features.sample_rate
+    result.detections = find_detections(t, p, c, threshold, refractory, window_s)
+    if keep_trace:
+        result.times, result.probs = t, p
+    return result
+
+
+def find_detections(
+    times: np.ndarray,
+    probs: np.ndarray,
+    focus: np.ndarray,
+    threshold: float,
+    refractory: float,
+    window_s: float,
+) -> list[Detection]:
+    """Runs of P ≥ threshold; a run starting within `refractory` s of the previous one's end is
+    the same utterance and is merged into it."""
+    above = np.flatnonzero(probs >= threshold)
+    if above.size == 0:
+        return []
+    runs: list[list[int]] = [[int(above[0]), int(above[0])]]
+    for i in above[1:]:
+        if times[i] - times[runs[-1][1]] <= refractory:
+            runs[-1][1] = int(i)
+        else:
+            runs.append([int(i), int(i)])
+    out = []
+    for a, b in runs:
+        peak = a + int(np.argmax(probs[a : b + 1]))
+        out.append(
+            Detection(
+                start=max(0.0, float(times[a]) - window_s),
+                end=float(times[b]),
+                time=float(focus[peak]),
+                peak=float(probs[peak]),
+            )
+        )
+    return out
+
+
+def save_triggers(
+    result: FileResult, out_dir: Path, sample_rate: int, pad: float = 0.25
+) -> list[Path]:
+    """Write each detection's audio (± pad) as a wav, to collect false alarms for retraining."""
+    written = []
+    path = Path(result.path)
+    for i, d in enumerate(result.detections):
+        start, end = max(0.0, d.start - pad), min(result.duration, d.end + pad)
+        audio = read_segment(path, start, end, sample_rate)
+        target = out_dir / f"{path.stem}_{i:03d}_{d.time:.2f}s_p{d.peak:.2f}.wav"
+        write_wav(target, audio, sample_rate)
+        written.append(target)
+    return written
+
+
+def read_segment(path: Path, start: float, end: float, sample_rate: int) -> np.ndarray:
+    """Seconds [start, end) of a file, mono at `sample_rate`, read without loading the rest."""
+    from kwscli.audio import resample
+
+    with sf.SoundFile(str(path)) as f:
+        f.seek(int(start * f.samplerate))
+        block = f.read(int((end - start) * f.samplerate), dtype="float32", always_2d=True)
+        sr = f.samplerate
+    return resample(block.mean(axis=1), sr, sample_rate)
+
+
+def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:
+    return StreamingDetector(build_model(ckpt), ckpt.features, step=step, state=state)
+
+
+def check_threshold(threshold: float) -> float:
+    if not 0 < threshold < 1:
+        raise ConfigError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
+    return threshold
+
+
+BUNDLED = Path(__file__).parent / "assets"
+
+
+@dataclass
+class DetectRun:
+    results: list[FileResult]
+    settings: dict
+
+
+def bundled_model(name: str = "student") -> Path:
+    path = BUNDLED / f"{name}.pt"
+    if not path.is_file():
+        raise KwsError(f"this install has no bundled {name} model ({path}); pass --model FILE.pt")
+    return path
+
+
+def detect_files(
+    files: list[Path],
+    model: Path | None = None,
+    threshold: float | None = None,
+    state: str = "window",
+    keep_trace: bool = False,
+    save_triggers_to: Path | None = None,
+) -> DetectRun:
+    """Detect in each file; a file that cannot be read is reported in its result, and the others
+    still run."""
+    from kwscli.checkpoint import load_checkpoint
+
+    if state not in ("window", "carry"):
+        raise ConfigError(f"--state {state!r}: expected window or carry")
+    if threshold is not None:
+        check_threshold(threshold)
+    ckpt = load_checkpoint(model or bundled_model())
+    source = "flag" if threshold is not None else "checkpoint"
+    if threshold is None:
+        threshold, source = (
+            (ckpt.threshold, "checkpoint")
+            if ckpt.threshold
+            else (DEFAULT_THRESHOLD, "default (the model has no calibrated threshold)")
+        )
+    detector = make_detector(ckpt, state)
+    f = ckpt.features
+    settings = {
+        "model": str(ckpt.path),
+        "kind": ckpt.kind,
+        "keyword": ckpt.keyword,
+        "threshold": threshold,
+        "threshold_from": source,
+        "state": state,
+        "window_s": detector.window_frames * f.hop_length / f.sample_rate,
+        "step_s": detector.stride_t * detector.step * f.hop_length / f.sample_rate,
+        "refractory_s": REFRACTORY_S,
+    }
+    results = []
+    for path in files:
+        r = detect_file(path, detector, threshold, keep_trace=keep_trace)
+        if save_triggers_to is not None and not r.error and r.detections:
+            r.notes.append(
+                f"saved {len(save_triggers(r, save_triggers_to, f.sample_rate))} "
+                f"trigger(s) to {save_triggers_to}"
+            )
+        results.append(r)
+    return DetectRun(results, settings)
