@@ -31,6 +31,7 @@ class atomic_write:
             return
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
         os.replace(self.tmp, self.path)
 
 
@@ -44,3 +45,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

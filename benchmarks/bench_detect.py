@@ -1,0 +1,106 @@
+"""`kws detect` on long recordings: speed, memory and false alarms per hour.
+
+    python benchmarks/bench_detect.py make     # two keyword-free hours (calibration, test)
+    python benchmarks/bench_detect.py speed  --model kwscli/assets/student.pt
+    python benchmarks/bench_detect.py fa     --model kwscli/assets/student.pt
+
+`make` writes data/negatives/calibration.wav (seed 101) and data/negatives/test.wav (seed 202):
+one hour each of synthetic speech (never the keyword) over pink noise. Calibrate on the first,
+count false alarms on the second, so the FA/h is measured on audio the threshold never saw.
+`speed` runs the real CLI in a subprocess on the test hour and reports wall time, real-time
+factor and peak memory (ru_maxrss of the child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NEG = Path("data/negatives")
+
+
+def make(seconds: float) -> None:
+    from kwscli.data.recording import make_recording
+
+    NEG.mkdir(parents=True, exist_ok=True)
+    for name, seed in (("calibration", 101), ("test", 202)):
+        t0 = time.perf_counter()
+        events = make_recording(NEG / f"{name}.wav", seconds, keyword_times=(), seed=seed)
+        print(
+            f"{name}.wav: {seconds / 3600:.2f} h, {len(events)} utterances, "
+            f"{time.perf_counter() - t0:.0f} s to make"
+        )
+
+
+def speed(model: str, state: str) -> None:
+    wav = NEG / "test.wav"
+    cmd = [
+        sys.executable,
+        "-m",
+        "kwscli",
+        "detect",
+        str(wav),
+        "--model",
+        model,
+        "--json",
+        "--state",
+        state,
+        "--threshold",
+        "0.5",
+    ]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    (res,) = json.loads(out.stdout)
+    audio = res["duration_s"]
+    print(
+        f"model {model} ({state}): {audio / 3600:.2f} h of audio in {wall:.1f} s wall "
+        f"(whole CLI, start-up included) = {audio / wall:,.0f}x real time; "
+        f"peak RSS {peak:.0f} MiB"
+    )
+
+
+def false_alarms(model: str, state: str) -> None:
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.detect import detect_files
+
+    ckpt = load_checkpoint(model)
+    run = detect_files([NEG / "test.wav"], Path(model), None, state)
+    (res,) = run.results
+    hours = res.duration / 3600
+    print(
+        f"model {model}: threshold {run.settings['threshold']:.6g} "
+        f"({run.settings['threshold_from']}), {len(res.detections)} false alarms in "
+        f"{hours:.2f} h = {len(res.detections) / hours:.2f} FA/h on unseen keyword-free audio"
+    )
+    cal = ckpt.info.get("calibration")
+    if cal:
+        print(
+            f"  calibrated on {cal['hours']:.2f} h: {cal['fa_per_hour']:.2f} FA/h there; "
+            f"FRR {cal['frr']} on {cal['positives']} val keyword clips"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("what", choices=["make", "speed", "fa"])
+    ap.add_argument("--model", default="kwscli/assets/student.pt")
+    ap.add_argument("--state", default="window")
+    ap.add_argument("--seconds", type=float, default=3600.0)
+    args = ap.parse_args()
+    if args.what == "make":
+        make(args.seconds)
+    elif args.what == "speed":
+        speed(args.model, args.state)
+    else:
+        false_alarms(args.model, args.state)
+
+
+if __name__ == "__main__":
+    main()

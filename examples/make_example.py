@@ -1,0 +1,30 @@
+"""Regenerate examples/sheila_example.wav and its answer key, sheila_example.json.
+
+    python examples/make_example.py
+
+45 s of pink noise and other synthetic speech (never the keyword), with "sheila" said at the
+times in KEYWORD_TIMES by random synthetic speakers. Deterministic: the same bytes every time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kwscli.data.recording import make_recording
+
+HERE = Path(__file__).parent
+KEYWORD_TIMES = (5.0, 16.5, 27.0, 38.5)
+
+if __name__ == "__main__":
+    wav = HERE / "sheila_example.wav"
+    events = make_recording(wav, 45.0, "sheila", KEYWORD_TIMES, seed=7, snr_db=15.0)
+    key = {
+        "audio": wav.name,
+        "keyword": "sheila",
+        "keyword_times": [e.to_dict() for e in events if e.keyword],
+        "other_speech": [e.to_dict() for e in events if not e.keyword],
+        "made_by": "python examples/make_example.py",
+    }
+    (HERE / "sheila_example.json").write_text(json.dumps(key, indent=2) + "\n")
+    print(f"{wav}: {len(events)} utterances, keyword at {KEYWORD_TIMES}")

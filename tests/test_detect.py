@@ -1,0 +1,234 @@
+"""`kws detect` and `kws calibrate`: file handling, detections, bad inputs, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from kwscli.checkpoint import Checkpoint, save_checkpoint
+from kwscli.cli import app
+from kwscli.config import FeatureConfig, ModelConfig
+from kwscli.detect import find_detections, resample_blocks
+from kwscli.models.crnn import CRNN
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_pt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = CRNN(ModelConfig(hidden_size=8), 40)
+    path = tmp_path_factory.mktemp("m") / "m.pt"
+    save_checkpoint(
+        Checkpoint(
+            "teacher", model.config, FeatureConfig(), "sheila", model.state_dict(), threshold=0.5
+        ),
+        path,
+    )
+    return path
+
+
+def _wav(path: Path, seconds: float, sr: int = 16000, channels: int = 1, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    audio = 0.1 * rng.standard_normal((int(sr * seconds), channels)).astype(np.float32)
+    sf.write(path, audio, sr, subtype="PCM_16")
+    return path
+
+
+def _json(res):
+    assert "Traceback" not in res.output
+    return json.loads(res.stdout)
+
+
+def test_find_detections_merges_within_refractory_and_places_the_peak():
+    times = np.arange(0, 10, 0.1)
+    probs = np.zeros_like(times)
+    probs[20:25] = 0.9  # 2.0–2.4 s
+    probs[27:29] = 0.95  # 2.7–2.8 s: within 1 s of the first run → same utterance
+    probs[60:62] = 0.8  # 6.0–6.1 s: a second utterance
+    focus = times - 0.3
+    dets = find_detections(times, probs, focus, 0.5, refractory=1.0, window_s=1.0)
+    assert len(dets) == 2
+    assert dets[0].peak == 0.95 and dets[0].time == pytest.approx(2.7 - 0.3)
+    assert dets[0].start == pytest.approx(1.0) and dets[0].end == pytest.approx(2.8)
+    assert dets[1].start == pytest.approx(5.0) and dets[1].end == pytest.approx(6.1)
+    assert find_detections(times, probs, focus, 0.99, 1.0, 1.0) == []
+
+
+@pytest.mark.parametrize(("orig", "new"), [(44100, 16000), (8000, 16000), (48000, 16000)])
+def test_block_resampling_equals_whole_file_resampling(orig, new):
+    from kwscli.audio import resample
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(orig * 3 + 123).astype(np.float32)
+    unit = orig // np.gcd(orig, new)
+    size = unit * (orig // 2 // unit)
+    blocks = (x[i : i + size] for i in range(0, len(x), size))
+    stitched = np.concatenate(list(resample_blocks(blocks, orig, new)))
+    whole = resample(x, orig, new)
+    assert len(stitched) == len(whole)
+    np.testing.assert_allclose(stitched, whole, atol=1e-4)
+
+
+def test_detect_json_reports_settings_and_notes_for_stereo_44k(model_pt, tmp_path):
+    wav = _wav(tmp_path / "st.wav", 2.5, sr=44100, channels=2)
+    res = runner.invoke(app, ["detect", str(wav), "--model", str(model_pt), "--json"])
+    assert res.exit_code == 0, res.output
+    (r,) = _json(res)
+    assert r["sample_rate"] == 44100 and r["channels"] == 2
+    assert r["duration_s"] == pytest.approx(2.5, abs=0.01)
+    assert any("mono" in n for n in r["notes"]) and any("44100" in n for n in r["notes"])
+    assert r["settings"]["threshold"] == 0.5 and r["settings"]["threshold_from"] == "checkpoint"
+    assert r["settings"]["keyword"] == "sheila"
+
+
+def test_detect_8k_file_is_upsampled_with_a_warning(model_pt, tmp_path):
+    res = runner.invoke(
+        app,
+        ["detect", str(_wav(tmp_path / "n.wav", 1.5, sr=8000)), "--model", str(model_pt), "--json"],
+    )
+    (r,) = _json(res)
+    assert any("4000 Hz" in n for n in r["notes"])
+
+
+def test_detect_flac_and_short_and_silent_files(model_pt, tmp_path):
+    flac = tmp_path / "a.flac"
+    sf.write(flac, np.zeros(16000 * 2, np.float32), 16000, format="FLAC")  # a file of zeros
+    short = _wav(tmp_path / "short.wav", 0.1)
+    res = runner.invoke(app, ["detect", str(flac), str(short), "--model", str(model_pt), "--json"])
+    assert res.exit_code == 0, res.output
+    silent, tiny = _json(res)
+    assert silent["error"] is None and silent["duration_s"] == pytest.approx(2.0)
+    assert tiny["error"] is None and any("only 0.10 s" in n for n in tiny["notes"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("empty.wav", b"", "not a readable audio file"),
+        ("text.wav", b"this is not audio at all" * 10, "not a readable audio file"),
+    ],
+)
+def test_detect_bad_files_are_reported_and_exit_non_zero(model_pt, tmp_path, name, content, needle):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    res = runner.invoke(app, ["detect", str(bad), "--model", str(model_pt)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert needle in res.output
+
+
+def test_detect_goes_on_after_a_missing_file_then_exits_1(model_pt, tmp_path):
+    good = _wav(tmp_path / "good.wav", 1.2)
+    res = runner.invoke(
+        app,
+        [
+            "detect",
+            str(tmp_path / "missing.wav"),
+            str(tmp_path),
+            str(good),
+            "--model",
+            str(model_pt),
+            "--json",
+        ],
+    )
+    assert res.exit_code == 1
+    missing, folder, ok = _json(res)
+    assert "no such file" in missing["error"]
+    assert "is a directory" in folder["error"]
+    assert ok["error"] is None and ok["duration_s"] == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("threshold", ["0", "1", "1.5", "-0.2"])
+def test_detect_threshold_outside_0_1(model_pt, tmp_path, threshold):
+    res = runner.invoke(
+        app,
+        [
+            "detect",
+            str(_wav(tmp_path / "a.wav", 1.0)),
+            "--model",
+            str(model_pt),
+            "--threshold",
+            threshold,
+        ],
+    )
+    assert res.exit_code == 2 and "between 0 and 1" in res.output
+
+
+def test_detect_bad_state_and_bad_model(model_pt, tmp_path):
+    wav = _wav(tmp_path / "a.wav", 1.0)
+    res = runner.invoke(app, ["detect", str(wav), "--model", str(model_pt), "--state", "x"])
+    assert res.exit_code == 2 and "window or carry" in res.output
+    res = runner.invoke(app, ["detect", str(wav), "--model", str(wav)])
+    assert res.exit_code == 1 and "not a readable checkpoint" in res.output
+
+
+def test_detect_plot_and_save_triggers(model_pt, tmp_path):
+    wav = _wav(tmp_path / "a.wav", 3.0)
+    plot, trig = tmp_path / "p.png", tmp_path / "trig"
+    res = runner.invoke(
+        app,
+        [
+            "detect",
+            str(wav),
+            "--model",
+            str(model_pt),
+            "--threshold",
+            "0.01",
+            "--plot",
+            str(plot),
+            "--save-triggers",
+            str(trig),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    saved = sorted(trig.glob("*.wav"))
+    assert saved, res.output  # threshold 0.01: everything fires at least once
+    audio, sr = sf.read(saved[0])
+    assert sr == 16000 and 0.5 < len(audio) / sr <= 3.0
+
+
+def test_calibrate_meets_the_target_on_the_negatives_it_read(model_pt, tmp_path):
+    neg = tmp_path / "neg"
+    neg.mkdir()
+    for i in range(3):
+        _wav(neg / f"n{i}.wav", 20.0, seed=i)
+    (neg / "broken.wav").write_bytes(b"nope")
+    res = runner.invoke(
+        app, ["calibrate", str(model_pt), "--negatives", str(neg), "--fa-per-hour", "60", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    c = _json(res)
+    assert c["hours"] == pytest.approx(60 / 3600) and c["files"] == 3
+    assert len(c["skipped"]) == 1
+    assert c["fa_per_hour"] <= 60 and c["false_alarms"] <= 1
+    saved = torch.load(c["output"], weights_only=True)
+    assert saved["threshold"] == c["threshold"]
+    assert saved["info"]["calibration"]["fa_per_hour"] == c["fa_per_hour"]
+    # the stored threshold is what detect now uses, and it reproduces the measured count
+    res = runner.invoke(
+        app, ["detect", *map(str, sorted(neg.glob("n*.wav"))), "--model", c["output"], "--json"]
+    )
+    found = sum(len(r["detections"]) for r in _json(res))
+    assert found == c["false_alarms"]
+
+
+def test_calibrate_bad_inputs(model_pt, tmp_path):
+    out = ["--out", str(tmp_path / "c.pt")]
+    res = runner.invoke(
+        app, ["calibrate", str(model_pt), "--negatives", str(tmp_path / "no"), *out]
+    )
+    assert res.exit_code == 1 and "no such folder" in res.output
+    res = runner.invoke(app, ["calibrate", str(model_pt), "--negatives", str(tmp_path), *out])
+    assert res.exit_code == 1 and "no audio files" in res.output
+    res = runner.invoke(
+        app, ["calibrate", str(model_pt), "--negatives", str(tmp_path), "--fa-per-hour", "-1", *out]
+    )
+    assert res.exit_code == 2 and "must be ≥ 0" in res.output
+    assert not (tmp_path / "c.pt").exists()
