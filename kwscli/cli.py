@@ -428,6 +428,34 @@ def calibrate(
 
 
 @app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="kws checkpoint (float or fp16).")],
+    format: Annotated[
+        str, typer.Option(help="torchscript (onnx: not yet, see README).")
+    ] = "torchscript",
+    out: Annotated[
+        Path | None, typer.Option(help="[default: MODEL.streaming.ts beside it]")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+) -> None:
+    """A streaming module (16 kHz waveform chunks in, P(keyword) out) that needs only torch."""
+    from kwscli.report import console
+
+    if format != "torchscript":
+        raise KwsError(
+            f"--format {format!r}: only torchscript is supported; ONNX would need the log-mel and "
+            "the stream state as explicit inputs, which this version does not export"
+        )
+    from kwscli.export import export_torchscript
+
+    path = export_torchscript(model, out, force)
+    console.print(
+        f"streaming TorchScript → {path}\n  m = torch.jit.load({str(path)!r}); "
+        "probs = m(chunk_16k_float32); m.reset()"
+    )
+
+
+@app.command()
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders.")] = Path("runs"),
     sort: Annotated[

@@ -232,3 +232,39 @@ def test_calibrate_bad_inputs(model_pt, tmp_path):
     )
     assert res.exit_code == 2 and "must be ≥ 0" in res.output
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp_path):
+    """The exported module gives `kws detect`'s probabilities, fed in 0.5 s chunks, loaded in a
+    Python that never imports kwscli."""
+    import subprocess
+    import sys
+
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.detect import detect_file, make_detector
+
+    wav = _wav(tmp_path / "a.wav", 4.0, seed=5)
+    out = tmp_path / "m.ts"
+    res = runner.invoke(app, ["export", str(model_pt), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    code = (
+        "import sys, torch, soundfile as sf, numpy as np\n"
+        f"m = torch.jit.load({str(out)!r})\n"
+        f"a, _ = sf.read({str(wav)!r}, dtype='float32')\n"
+        "p = torch.cat([m(torch.from_numpy(a[i:i + 8000])) for i in range(0, len(a), 8000)])\n"
+        "assert 'kwscli' not in sys.modules\n"
+        f"np.save({str(tmp_path / 'p.npy')!r}, p.numpy())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    exported = np.load(tmp_path / "p.npy")
+    ref = detect_file(wav, make_detector(load_checkpoint(model_pt)), 0.5, keep_trace=True)
+    np.testing.assert_allclose(exported, ref.probs, atol=1e-5)
+
+
+def test_export_refuses_int8_and_onnx(model_pt, tmp_path):
+    q = tmp_path / "q.pt"
+    assert runner.invoke(app, ["quantize", str(model_pt), "--out", str(q)]).exit_code == 0
+    res = runner.invoke(app, ["export", str(q), "--out", str(tmp_path / "q.ts")])
+    assert res.exit_code == 1 and "int8" in res.output
+    res = runner.invoke(app, ["export", str(model_pt), "--format", "onnx"])
+    assert res.exit_code == 1 and "only torchscript" in res.output

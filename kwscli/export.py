@@ -1,0 +1,123 @@
+"""Export a model as a self-contained streaming TorchScript module: raw 16 kHz waveform chunks in,
+P(keyword) per step out. Log-mel (a stored Hann window and mel filterbank), the state between
+calls and the softmax are inside, so it runs with `torch` alone:
+
+    m = torch.jit.load("model.streaming.ts")
+    probs = m(chunk)       # chunk: float32 (N,), any N; probs: one per completed 80 ms step
+    m.reset()              # a new stream
+
+It computes exactly what `kws detect --state window` computes, step for step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kwscli.audio import LOG_FLOOR
+from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.errors import KwsError
+from kwscli.models.crnn import AttentionPooling
+
+
+class StreamingKWS(nn.Module):
+    """TorchScript-able twin of `StreamingDetector` (window mode) with its own log-mel."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        import torchaudio
+
+        super().__init__()
+        model = build_model(ckpt).float()
+        f, c = ckpt.features, ckpt.model
+        self.n_fft, self.hop, self.n_mels = f.n_fft, f.hop_length, f.n_mels
+        self.kernel_t, self.stride_t = c.kernel_size[1], c.stride[1]
+        self.window = (f.clip_frames - self.kernel_t) // self.stride_t + 1
+        self.window_frames = (self.window - 1) * self.stride_t + self.kernel_t
+        self.conv = model.conv
+        self.gru = model.gru
+        self.attention: AttentionPooling = model.attention
+        self.classifier = model.classifier
+        window = torch.hann_window(f.win_length)
+        pad = (f.n_fft - f.win_length) // 2  # torch.stft centres a shorter window in n_fft
+        self.register_buffer(
+            "stft_window", nn.functional.pad(window, (pad, f.n_fft - f.win_length - pad))
+        )
+        fb = torchaudio.functional.melscale_fbanks(
+            f.n_fft // 2 + 1, 0.0, f.sample_rate / 2, f.n_mels, f.sample_rate
+        )
+        self.register_buffer("mel_fb", fb)  # (freqs, n_mels)
+        self.log_floor = math.log(LOG_FLOOR)
+        width = model.gru.input_size
+        self.register_buffer("pending", torch.zeros(0))
+        self.register_buffer("frames", torch.zeros(f.n_mels, 0))
+        self.register_buffer("history", torch.zeros(0, width))
+        self.requires_grad_(False)  # inference only: outputs need no autograd graph
+        self.reset()
+
+    @torch.jit.export
+    def reset(self) -> None:
+        self.pending = torch.zeros(0)
+        self.frames = torch.full((self.n_mels, self.window_frames - self.stride_t), self.log_floor)
+        self.history = torch.zeros(0, self.history.shape[1])
+
+    def log_mel(self, samples: torch.Tensor) -> torch.Tensor:
+        """(n_mels, n) frames of whole n_fft windows, hop apart (no centre padding)."""
+        frames = samples.unfold(0, self.n_fft, self.hop) * self.stft_window  # (n, n_fft)
+        power = torch.fft.rfft(frames, dim=-1).abs().pow(2)  # (n, freqs)
+        mel = torch.matmul(power, self.mel_fb)
+        logmel = torch.log(mel.clamp(1e-9, 1e9))
+        return logmel.transpose(0, 1)
+
+    def forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        buf = torch.cat([self.pending, chunk.float()])
+        n = 0 if buf.shape[0] < self.n_fft else (buf.shape[0] - self.n_fft) // self.hop + 1
+        if n > 0:
+            self.frames = torch.cat(
+                [self.frames, self.log_mel(buf[: (n - 1) * self.hop + self.n_fft])], dim=1
+            )
+            buf = buf[n * self.hop :]
+        self.pending = buf
+        total = self.frames.shape[1]
+        steps = 0 if total < self.kernel_t else (total - self.kernel_t) // self.stride_t + 1
+        if steps == 0:
+            return torch.zeros(0)
+        used = self.frames[:, : (steps - 1) * self.stride_t + self.kernel_t]
+        self.frames = self.frames[:, steps * self.stride_t :]
+        conv = self.conv(used[None, None]).transpose(1, 2)[0]  # (steps, C*F')
+        hist = torch.cat([self.history, conv])
+        keep = self.window - 1
+        self.history = hist[max(0, hist.shape[0] - keep) :] if keep > 0 else hist[:0]
+        if hist.shape[0] < self.window:
+            return torch.zeros(0)  # the silence prefix: no full window yet
+        windows = hist.unfold(0, self.window, 1).transpose(1, 2)  # (k, window, C*F')
+        out, _ = self.gru(windows)
+        pooled, _ = self.attention(out)
+        return torch.softmax(self.classifier(pooled), dim=-1)[:, 1]
+
+
+def export_torchscript(
+    path: str | Path, out: str | Path | None = None, force: bool = False
+) -> Path:
+    """Write MODEL.streaming.ts beside the checkpoint (or `out`)."""
+    from kwscli.compress import check_writable
+    from kwscli.files import atomic_write
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind == "int8":
+        raise KwsError(
+            f"{path} is int8: dynamic-quantized GRUs do not script into a standalone module; "
+            "export the float or fp16 model it came from"
+        )
+    out = Path(out) if out else Path(path).with_suffix(".streaming.ts")
+    check_writable(out, force)
+    import warnings
+
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the only
+        warnings.simplefilter("ignore", FutureWarning)  # format a stateful module loads from
+        scripted = torch.jit.script(StreamingKWS(ckpt))
+    with atomic_write(out) as tmp:
+        torch.jit.save(scripted, str(tmp))
+    return out
