@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from kwscli.checkpoint import Checkpoint, save_checkpoint
 from kwscli.config import TrainConfig
-from kwscli.errors import KwsError
+from kwscli.errors import Interrupted, KwsError
 from kwscli.files import atomic_torch_save, write_json
 from kwscli.metrics import au_fa_fr
 
@@ -91,100 +91,146 @@ def train(
     callbacks: Callbacks | None = None,
 ) -> TrainResult:
     """Train `model`, keeping the best epoch (lowest val au_fa_fr) in `run_dir/model.pt` and a
-    resumable state in `run_dir/last.pt` after every epoch."""
-    cb = callbacks or NoCallbacks()
-    device = resolve_device(cfg.device)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)  # sampling + augmentation
-    # --amp: fp16 autocast + loss scaling on CUDA; bf16 autocast (no scaling needed) on CPU
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    history: list[EpochRecord] = []
-    best = (math.inf, 0)
-    start = 1
+    resumable state in `run_dir/last.pt` after every epoch. Ctrl-C leaves both consistent."""
+    loop = _Loop(model, criterion, data, cfg, run_dir, make_checkpoint)
     if resume:
-        state = torch.load(run_dir / LAST, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        gen.set_state(state["generator"])
+        loop.restore()
+    cb = callbacks or NoCallbacks()
+    cb.on_start(cfg.num_epochs, loop.steps, loop.epoch + 1)
+    try:
+        while loop.epoch < cfg.num_epochs:
+            cb.on_epoch_end(loop.run_epoch(cb))
+    except KeyboardInterrupt:
+        done = (
+            f"epochs 1-{loop.epoch} are saved in {run_dir / LAST}"
+            if loop.epoch
+            else ("no epoch finished yet")
+        )
+        raise Interrupted(
+            f"interrupted during epoch {loop.epoch + 1}: {done}; continue with the same command "
+            "and --resume"
+        ) from None
+    return TrainResult(loop.history, loop.best[1], loop.best[0], run_dir / BEST)
+
+
+class _Loop:
+    """The state of one training run and the steps of an epoch."""
+
+    def __init__(
+        self, model, criterion, data: TrainData, cfg: TrainConfig, run_dir: Path, make_checkpoint
+    ) -> None:
+        self.model, self.criterion, self.data, self.cfg = model, criterion, data, cfg
+        self.run_dir, self.make_checkpoint = run_dir, make_checkpoint
+        self.device = resolve_device(cfg.device)
+        model.to(self.device)
+        self.opt = torch.optim.Adam(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # sampling + augmentation
+        # --amp: fp16 autocast + loss scaling on CUDA; bf16 autocast (no scaling needed) on CPU
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=cfg.amp and self.device.type == "cuda"
+        )
+        self.history: list[EpochRecord] = []
+        self.best = (math.inf, 0)
+        self.epoch = 0  # epochs finished
+        labels = data.labels[data.train_idx]
+        counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
+        self.weights = (1.0 / counts)[labels]  # class-balanced, as the course's sampler
+        self.epoch_size = cfg.epoch_size or len(data.train_idx)
+        self.steps = math.ceil(self.epoch_size / cfg.batch_size)
+
+    def restore(self) -> None:
+        state = torch.load(self.run_dir / LAST, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        history = [EpochRecord(**r) for r in state["history"]]
-        best = (state["best_au_fa_fr"], state["best_epoch"])
-        start = state["epoch"] + 1
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.best = (state["best_au_fa_fr"], state["best_epoch"])
+        self.epoch = state["epoch"]
 
-    labels = data.labels[data.train_idx]
-    counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
-    weights = (1.0 / counts)[labels]  # class-balanced, as the course's WeightedRandomSampler
-    epoch_size = cfg.epoch_size or len(data.train_idx)
-    steps = math.ceil(epoch_size / cfg.batch_size)
-    cb.on_start(cfg.num_epochs, steps, start)
-
-    for epoch in range(start, cfg.num_epochs + 1):
+    def run_epoch(self, cb: Callbacks) -> EpochRecord:
+        epoch, cfg, data = self.epoch + 1, self.cfg, self.data
         t0 = time.perf_counter()
-        model.train()
-        order = data.train_idx[torch.multinomial(weights, epoch_size, True, generator=gen)]
-        total, seen = 0.0, 0
-        for step in range(steps):
+        self.model.train()
+        draw = torch.multinomial(self.weights, self.epoch_size, True, generator=self.gen)
+        order = data.train_idx[draw]
+        total = 0.0
+        for step in range(self.steps):
             rows = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x, y = data.features[rows], data.labels[rows]
-            if data.augment is not None:
-                x = data.augment(x, data.energy[rows], gen)
-            x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
-                loss = criterion(model, x, y)
-            if not torch.isfinite(loss):
-                raise KwsError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
-                    f"the last good checkpoint is kept in {run_dir} (try a lower --lr)"
-                )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            total += loss.item() * len(rows)
-            seen += len(rows)
-            cb.on_step(epoch, step + 1, loss.item())
+            loss = self.step(rows, epoch, step + 1)
+            total += loss * len(rows)
+            cb.on_step(epoch, step + 1, loss)
+        record = self.validate(epoch, total / len(order), t0)
+        self.save(record)
+        return record
 
-        probs, val_loss = predict(model, data.features[data.val_idx], data.labels[data.val_idx])
-        val_labels = data.labels[data.val_idx].numpy()
-        score = au_fa_fr(probs, val_labels)
-        record = EpochRecord(
+    def step(self, rows: torch.Tensor, epoch: int, step: int) -> float:
+        x, y = self.data.features[rows], self.data.labels[rows]
+        if self.data.augment is not None:
+            x = self.data.augment(x, self.data.energy[rows], self.gen)
+        x, y = x.to(self.device), y.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
+            loss = self.criterion(self.model, x, y)
+        if not torch.isfinite(loss):
+            raise KwsError(
+                f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; the "
+                f"last good checkpoint is kept in {self.run_dir} (try a lower --lr)"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return loss.item()
+
+    def validate(self, epoch: int, train_loss: float, t0: float) -> EpochRecord:
+        d = self.data
+        probs, val_loss = predict(self.model, d.features[d.val_idx], d.labels[d.val_idx])
+        labels = d.labels[d.val_idx].numpy()
+        return EpochRecord(
             epoch=epoch,
-            train_loss=total / max(seen, 1),
+            train_loss=train_loss,
             val_loss=val_loss,
-            val_au_fa_fr=score,
-            val_accuracy=float(((probs >= 0.5) == (val_labels == 1)).mean()),
+            val_au_fa_fr=au_fa_fr(probs, labels),
+            val_accuracy=float(((probs >= 0.5) == (labels == 1)).mean()),
             seconds=time.perf_counter() - t0,
         )
-        if score < best[0]:
-            best = (score, epoch)
+
+    def save(self, record: EpochRecord) -> None:
+        """Best checkpoint (if improved), then the resumable state, then the history: each
+        written atomically, so a kill at any moment leaves a consistent set behind."""
+        if record.val_au_fa_fr < self.best[0]:
+            self.best = (record.val_au_fa_fr, record.epoch)
             record.best = True
-            metrics = {"val_au_fa_fr": score, "val_accuracy": record.val_accuracy, "epoch": epoch}
-            save_checkpoint(make_checkpoint(metrics), run_dir / BEST)
-        history.append(record)
+            metrics = {
+                "val_au_fa_fr": record.val_au_fa_fr,
+                "val_accuracy": record.val_accuracy,
+                "epoch": record.epoch,
+            }
+            save_checkpoint(self.make_checkpoint(metrics), self.run_dir / BEST)
+        self.history.append(record)
         atomic_torch_save(
             {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "generator": gen.get_state(),
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": record.epoch,
+                "generator": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "history": [asdict(r) for r in history],
-                "best_au_fa_fr": best[0],
-                "best_epoch": best[1],
+                "history": [asdict(r) for r in self.history],
+                "best_au_fa_fr": self.best[0],
+                "best_epoch": self.best[1],
             },
-            run_dir / LAST,
+            self.run_dir / LAST,
         )
-        write_json(run_dir / HISTORY, [asdict(r) for r in history])
-        cb.on_epoch_end(record)
-
-    return TrainResult(history, best[1], best[0], run_dir / BEST)
+        write_json(self.run_dir / HISTORY, [asdict(r) for r in self.history])
+        self.epoch = record.epoch
 
 
 def predict(

@@ -33,3 +33,9 @@ class CheckpointError(KwsError):
 
 class DownloadError(KwsError):
     """A download that failed or gave the wrong bytes."""
+
+
+class Interrupted(KwsError):
+    """Ctrl-C: the work saved so far is intact and the message says how to continue."""
+
+    exit_code = 130

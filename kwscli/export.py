@@ -115,9 +115,9 @@ def export_torchscript(
     check_writable(out, force)
     import warnings
 
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the only
-        warnings.simplefilter("ignore", FutureWarning)  # format a stateful module loads from
-        scripted = torch.jit.script(StreamingKWS(ckpt))
-    with atomic_write(out) as tmp:
-        torch.jit.save(scripted, str(tmp))
+    # TorchScript is deprecated upstream, yet it is still the one format that carries a stateful
+    # streaming module loadable with torch alone
+    with warnings.catch_warnings(), atomic_write(out) as tmp:
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(StreamingKWS(ckpt)), str(tmp))
     return out

@@ -59,21 +59,11 @@ def prepare_data(
     return PreparedData(index, fs, data)
 
 
-def open_run_dir(cfg: RunConfig, resume: bool, force: bool) -> Path:
-    """The run folder: refuse to clobber a finished or running run unless asked to."""
+def open_run_dir(cfg: RunConfig, resume: bool) -> Path:
+    """The run folder, created and checked writable before any work starts."""
     run_dir = Path(cfg.runs_dir) / cfg.name
-    if resume:
-        if not (run_dir / engine.LAST).is_file():
-            raise KwsError(f"{run_dir}: nothing to resume (no {engine.LAST}); drop --resume")
-        return run_dir
-    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
-    if existing and not force:
-        raise KwsError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); use --resume to continue it, "
-            "--force to replace it, or --name for a new one"
-        )
-    for f in existing:
-        (run_dir / f).unlink()
+    if resume and not (run_dir / engine.LAST).is_file():
+        raise KwsError(f"{run_dir}: nothing to resume (no {engine.LAST}); drop --resume")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -82,6 +72,68 @@ def open_run_dir(cfg: RunConfig, resume: bool, force: bool) -> Path:
     except OSError as exc:
         raise KwsError(f"{run_dir}: cannot write there ({exc.strerror})") from None
     return run_dir
+
+
+def clear_previous_run(run_dir: Path, force: bool) -> None:
+    """Refuse to clobber a finished run unless --force (called while holding the run lock)."""
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing and not force:
+        raise KwsError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); use --resume to continue it, "
+            "--force to replace it, or --name for a new one"
+        )
+    for f in existing:
+        (run_dir / f).unlink()
+
+
+class run_lock:
+    """`with run_lock(run_dir):` one training run per folder at a time. The lock file names the
+    process holding it; a lock left by a process that no longer exists is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self) -> run_lock:
+        import os
+
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.path)
+                if holder is not None and _alive(holder):
+                    raise KwsError(
+                        f"{self.path.parent} is in use by another kws run (pid {holder}); wait "
+                        "for it to finish or pick another --name"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise KwsError(f"{self.path}: could not take the run lock; remove it if no run is active")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -163,7 +215,14 @@ def train_model(
     progress: Callable[[int, int], None] | None,
 ) -> engine.TrainResult:
     """The one path every training run takes: run folder, data, model, engine."""
-    run_dir = open_run_dir(cfg, resume, force)
+    run_dir = open_run_dir(cfg, resume)
+    with run_lock(run_dir):
+        if not resume:
+            clear_previous_run(run_dir, force)
+        return _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress)
+
+
+def _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress):
     prepared = prepare_data(cfg, progress)
     torch.manual_seed(cfg.train.seed)
     model = CRNN(cfg.model, cfg.features.n_mels)
