@@ -217,6 +217,8 @@ def train_model(
     """The one path every training run takes: run folder, data, model, engine."""
     run_dir = open_run_dir(cfg, resume)
     with run_lock(run_dir):
+        for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never the real files
+            junk.unlink(missing_ok=True)
         if not resume:
             clear_previous_run(run_dir, force)
         return _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress)
