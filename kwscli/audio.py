@@ -41,10 +41,17 @@ def load_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndar
         raise AudioError(f"{path}: not a readable audio file ({_short(exc)})") from None
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")
+    check_finite(audio, path)
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     if sr != sample_rate:
         mono = resample(mono, sr, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def check_finite(audio: np.ndarray, path) -> None:
+    """Float wavs can hold NaN/inf; scoring them would silently report nothing."""
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples; not usable audio")
 
 
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kwscli.checkpoint import load_checkpoint, save_checkpoint
-from kwscli.detect import REFRACTORY_S, detect_file, find_detections, make_detector
+from kwscli.detect import REFRACTORY_S, check_state, detect_file, find_detections, make_detector
 from kwscli.errors import ConfigError, DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
@@ -50,6 +50,7 @@ def calibrate(
 ) -> Calibration:
     from kwscli.compress import check_writable
 
+    check_state(state)
     if fa_per_hour < 0:
         raise ConfigError(f"--fa-per-hour {fa_per_hour}: must be ≥ 0")
     ckpt = load_checkpoint(model_path)

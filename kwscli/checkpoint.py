@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kwscli import __version__
-from kwscli.config import FeatureConfig, ModelConfig
+from kwscli.config import FeatureConfig, ModelConfig, check_model_fits
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_torch_save
 
@@ -96,7 +96,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: written by a newer kws (format {raw['format_version']}); upgrade kws"
         )
     try:
-        return Checkpoint(
+        ckpt = Checkpoint(
             kind=raw["kind"],
             model=ModelConfig.model_validate(raw["model"]),
             features=FeatureConfig.model_validate(raw["features"]),
@@ -109,10 +109,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             created=raw.get("created", ""),
             path=path,
         )
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: damaged kws checkpoint: no {exc.args[0]!r} entry") from None
     except Exception as exc:
         raise CheckpointError(
             f"{path}: damaged kws checkpoint ({exc.__class__.__name__})"
         ) from None
+    try:
+        check_model_fits(ckpt.model, ckpt.features)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: impossible model: {exc}") from None
+    if ckpt.kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown kind {ckpt.kind!r} (expected {', '.join(KINDS)})")
+    return ckpt
 
 
 def build_model(ckpt: Checkpoint):
@@ -127,10 +136,17 @@ def build_model(ckpt: Checkpoint):
         from kwscli.compress import build_fp16
 
         return build_fp16(ckpt)
-    model = CRNN(ckpt.model, ckpt.features.n_mels)
+    return load_weights(CRNN(ckpt.model, ckpt.features.n_mels), ckpt.state_dict, ckpt)
+
+
+def load_weights(model, state: dict, ckpt: Checkpoint):
+    """`model.load_state_dict(state)`, failing with the one line that says what is wrong."""
     try:
-        model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{ckpt.path}: weights do not match its config ({first})") from None
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = (lines[1] if len(lines) > 1 else lines[0] if lines else repr(exc))[:200]
+        raise CheckpointError(
+            f"{ckpt.path}: its {ckpt.kind} weights do not match its model config ({reason})"
+        ) from None
     return model.eval()

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from kwscli.errors import KwsError
+from kwscli.errors import ConfigError, KwsError
 
 _state = {"debug": False}
 
@@ -34,6 +34,13 @@ class _Group(TyperGroup):
             if _state["debug"] or type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+
+
+def _warn(message: str) -> None:
+    """A warning: one unwrapped line on stderr, the work goes on."""
+    from kwscli.report import err_console
+
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1):
@@ -237,12 +244,11 @@ def distill(
     force: Force = False,
 ) -> None:
     """Distil a teacher into a small student (default: the SPEC's final student shape)."""
-    from kwscli.report import err_console
     from kwscli.train import student_config, train_student
 
     cfg, warnings = student_config(config, _overrides(**locals()))
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        _warn(w)
     if print_config:
         _print_config(cfg)
         return
@@ -256,9 +262,7 @@ def _train(fn, cfg, resume: bool, force: bool) -> None:
         result = fn(cfg, resume, force, callbacks, progress)
     skipped = result.extras.get("skipped") or []
     if skipped:
-        console.print(
-            f"[yellow]warning:[/] skipped {len(skipped)} unreadable files, e.g. {skipped[0]}"
-        )
+        _warn(f"skipped {len(skipped)} unreadable files, e.g. {skipped[0]}")
     console.print(
         f"best epoch {result.best_epoch}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
         f"{result.checkpoint}"
@@ -290,7 +294,11 @@ def evaluate(
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
     from kwscli.evaluate import Targets, check_targets, evaluate_checkpoint
+    from kwscli.files import ensure_folder
     from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
+
+    if plot:
+        ensure_folder(plot.parent)  # before the work, not after it
 
     reports = [evaluate_checkpoint(m, data, split, latency=latency) for m in models]
     base = None
@@ -345,7 +353,7 @@ def fp16(
 
 def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
     from kwscli.compress import compress_checkpoint
-    from kwscli.report import compression_table, console, err_console, print_json
+    from kwscli.report import compression_table, console, print_json
 
     result = compress_checkpoint(model, kind, out, data, tolerance, force)
     if result is None:
@@ -356,10 +364,9 @@ def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
     else:
         console.print(compression_table(result))
     if result.degraded:
-        err_console.print(
-            f"[yellow]warning:[/] au_fa_fr went from {result.au_fa_fr_before:.3e} to "
-            f"{result.au_fa_fr_after:.3e} (more than {result.tolerance:.0%} worse); see the "
-            "logit and probability changes above"
+        _warn(
+            f"au_fa_fr went from {result.au_fa_fr_before:.3e} to {result.au_fa_fr_after:.3e} "
+            f"(more than {result.tolerance:.0%} worse); see the logit and probability changes"
         )
 
 
@@ -383,7 +390,12 @@ def detect(
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.detect import detect_files
+    from kwscli.files import ensure_folder
     from kwscli.report import detections_table, err_console, plot_trace, print_json
+
+    for folder in (plot.parent if plot else None, save_triggers):
+        if folder is not None:
+            ensure_folder(folder)  # before the work, not after it
 
     run = detect_files(
         files, model, threshold, state, keep_trace=plot is not None, save_triggers_to=save_triggers
@@ -464,10 +476,12 @@ def runs(
     json_out: JsonOut = False,
 ) -> None:
     """List every run: kind, loss, size, MACs, val au_fa_fr and ratios to its teacher."""
-    from kwscli.report import console, print_json, runs_table
+    from kwscli.report import console, err_console, print_json, runs_table
     from kwscli.runs import list_runs
 
-    found = list_runs(runs_dir, sort)
+    found, problems = list_runs(runs_dir, sort)
+    for p in problems:
+        err_console.print(f"[yellow]skipped:[/] {p}", highlight=False, soft_wrap=True)
     if json_out:
         print_json([r.to_dict() for r in found])
     elif not found:
@@ -528,7 +542,7 @@ def data_download(
     from kwscli.report import CountProgress, console
 
     if version not in dl.DATASETS:
-        raise KwsError(f"--version {version!r}: expected one of {', '.join(dl.DATASETS)}")
+        raise ConfigError(f"--version {version!r}: expected one of {', '.join(dl.DATASETS)}")
     if from_archive is not None:
         root = dl.extract_archive(from_archive, dest / dl.DATASETS[version].name, version=version)
         console.print(f"extracted → {root}")

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kwscli.checkpoint import Checkpoint
-from kwscli.errors import CheckpointError, KwsError
+from kwscli.checkpoint import Checkpoint, load_weights
+from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.models.crnn import CRNN
 
 INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
@@ -92,19 +92,16 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
     """The int8 model a checkpoint describes, with exactly its stored integers."""
     state = ckpt.state_dict
     names = ckpt.info.get("int8", {}).get("quantized", [])
-    deq = {
-        n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
-        for n in names
-    }
+    try:
+        deq = {
+            n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
+            for n in names
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: no {exc.args[0]!r}") from None
     floats = {k: v for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
     model = CRNN(ckpt.model, ckpt.features.n_mels)
-    try:
-        model.load_state_dict({**floats, **{n: w.float() for n, w in deq.items()}})
-    except (RuntimeError, KeyError) as exc:
-        raise CheckpointError(
-            f"{ckpt.path}: int8 weights do not match its config ({exc})"
-        ) from None
-    model.eval()
+    load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
     if not dynamic_int8_available():
         return model  # weight-only int8: the same integers, float arithmetic
     qmodel = _quantize_dynamic(model)
@@ -145,14 +142,7 @@ def to_fp16(ckpt: Checkpoint) -> Checkpoint:
 
 
 def build_fp16(ckpt: Checkpoint) -> nn.Module:
-    model = CRNN(ckpt.model, ckpt.features.n_mels).half()
-    try:
-        model.load_state_dict(ckpt.state_dict)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{ckpt.path}: fp16 weights do not match its config ({exc})"
-        ) from None
-    return model.eval()
+    return load_weights(CRNN(ckpt.model, ckpt.features.n_mels).half(), ckpt.state_dict, ckpt)
 
 
 def float_equivalent(ckpt: Checkpoint) -> nn.Module:
@@ -182,6 +172,8 @@ def compress_checkpoint(
     from kwscli.checkpoint import load_checkpoint, save_checkpoint
     from kwscli.evaluate import compare_compressed
 
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance {tolerance}: must be ≥ 0 (0.1 = warn past 10% worse)")
     src = load_checkpoint(path)
     if src.kind == kind:
         return None

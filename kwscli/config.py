@@ -157,7 +157,8 @@ def conv_output_shape(model: ModelConfig, features: FeatureConfig, frames: int) 
 
 
 def check_model_fits(model: ModelConfig, features: FeatureConfig) -> None:
-    """Reject a conv kernel larger than the input (no output rows or no time steps)."""
+    """Reject impossible conv shapes: a kernel larger than the input (no output rows or time
+    steps), or a stride larger than the kernel (input the model would never see)."""
     if model.kernel_size[0] > features.n_mels:
         raise ValueError(
             f"model.kernel_size[0]={model.kernel_size[0]} is larger than "
@@ -169,6 +170,13 @@ def check_model_fits(model: ModelConfig, features: FeatureConfig) -> None:
             f"{features.clip_frames} frames of a {features.clip_seconds:g} s clip: "
             "the conv would have no time steps"
         )
+    for axis, name in ((0, "freq"), (1, "time")):
+        if model.stride[axis] > model.kernel_size[axis]:
+            raise ValueError(
+                f"model.stride[{axis}]={model.stride[axis]} is larger than "
+                f"model.kernel_size[{axis}]={model.kernel_size[axis]}: the conv would skip "
+                f"{name} bins it never sees; use a stride ≤ the kernel"
+            )
 
 
 # ---------------------------------------------------------------- loading and overrides

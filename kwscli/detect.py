@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kwscli.audio import write_wav
+from kwscli.audio import check_finite, write_wav
 from kwscli.checkpoint import Checkpoint, build_model
 from kwscli.errors import AudioError, ConfigError, KwsError
 from kwscli.models.streaming import StreamingDetector
@@ -94,7 +94,7 @@ def read_blocks(
                     f"{f.samplerate // 2} Hz: expect lower accuracy"
                 )
         blocks = (
-            b.mean(axis=1)
+            _finite(b, path).mean(axis=1)
             for b in f.blocks(
                 blocksize=_block_len(f.samplerate, sample_rate, block_seconds),
                 dtype="float32",
@@ -102,6 +102,11 @@ def read_blocks(
             )
         )
         yield from resample_blocks(blocks, f.samplerate, sample_rate)
+
+
+def _finite(block: np.ndarray, path: Path) -> np.ndarray:
+    check_finite(block, path)
+    return block
 
 
 def _block_len(orig: int, new: int, seconds: float) -> int:
@@ -197,14 +202,10 @@ def find_detections(
     out = []
     for a, b in runs:
         peak = a + int(np.argmax(probs[a : b + 1]))
-        out.append(
-            Detection(
-                start=max(0.0, float(times[a]) - window_s),
-                end=float(times[b]),
-                time=float(focus[peak]),
-                peak=float(probs[peak]),
-            )
-        )
+        start, end = max(0.0, float(times[a]) - window_s), float(times[b])
+        # attention can rest on the silence before a file starts: keep the time inside the span
+        when = min(max(float(focus[peak]), start), end)
+        out.append(Detection(start=start, end=end, time=when, peak=float(probs[peak])))
     return out
 
 
@@ -236,6 +237,12 @@ def read_segment(path: Path, start: float, end: float, sample_rate: int) -> np.n
 
 def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:
     return StreamingDetector(build_model(ckpt), ckpt.features, step=step, state=state)
+
+
+def check_state(state: str) -> str:
+    if state not in ("window", "carry"):
+        raise ConfigError(f"--state {state!r}: expected window or carry")
+    return state
 
 
 def check_threshold(threshold: float) -> float:
@@ -272,8 +279,7 @@ def detect_files(
     still run."""
     from kwscli.checkpoint import load_checkpoint
 
-    if state not in ("window", "carry"):
-        raise ConfigError(f"--state {state!r}: expected window or carry")
+    check_state(state)
     if threshold is not None:
         check_threshold(threshold)
     ckpt = load_checkpoint(model or bundled_model())

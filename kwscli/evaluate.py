@@ -17,7 +17,7 @@ from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
 from kwscli.data.features import load_features
 from kwscli.data.speech_commands import scan_dataset
 from kwscli.engine import predict_logits
-from kwscli.errors import DataError, KwsError
+from kwscli.errors import ConfigError, DataError, KwsError
 
 DEFAULT_FARS = (0.001, 0.01, 0.05)
 SPLITS = ("val", "test", "train", "all")
@@ -91,7 +91,7 @@ def load_split(
 ) -> SplitData:
     """The clips of `split` from `data_path` (default: the dataset the model was trained on)."""
     if split not in SPLITS:
-        raise KwsError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+        raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     data_path = data_path or ckpt.info.get("data")
     if not data_path:
         raise KwsError(f"{ckpt.path}: no dataset recorded in the checkpoint; pass --data DIR")

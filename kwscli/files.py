@@ -17,7 +17,7 @@ class atomic_write:
         self.path = Path(path)
 
     def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.path.parent)
         fd, tmp = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
         )
@@ -51,3 +51,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` (and parents) or fail with one line saying why."""
+    from kwscli.errors import KwsError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise KwsError(f"{folder}: a file is in the way of this output folder") from None
+    except OSError as exc:
+        raise KwsError(f"{folder}: cannot create this output folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise KwsError(f"{folder}: not writable; choose another place")
+    return folder

@@ -267,7 +267,7 @@ def detections_table(result, settings: dict) -> None:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60)
+    m, s = divmod(max(seconds, 0.0), 60)
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:05.2f}" if h else f"{m}:{s:05.2f}"
 

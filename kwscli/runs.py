@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import ModelConfig
-from kwscli.errors import CheckpointError, KwsError
+from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.evaluate import model_cost
 from kwscli.models.crnn import CRNN
 
@@ -37,22 +37,25 @@ class RunSummary:
         return asdict(self)
 
 
-def list_runs(runs_dir: str | Path, sort: str = "created") -> list[RunSummary]:
+def list_runs(runs_dir: str | Path, sort: str = "created") -> tuple[list[RunSummary], list[str]]:
+    """Every kws checkpoint one level under `runs_dir`, sorted; and a line per .pt file that
+    could not be read (listed, never fatal)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise KwsError(f"{runs_dir}: no such folder of runs (train one with `kws teacher`)")
     if sort not in SORT_KEYS:
-        raise KwsError(f"--sort {sort!r}: expected one of {', '.join(SORT_KEYS)}")
-    out = []
+        raise ConfigError(f"--sort {sort!r}: expected one of {', '.join(SORT_KEYS)}")
+    out, problems = [], []
     for file in sorted(runs_dir.glob("*/*.pt")):
         if file.name == "last.pt":
             continue
         try:
             ckpt = load_checkpoint(file)
-        except CheckpointError:
-            continue  # not ours; `kws runs` lists kws runs only
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
         out.append(summarize(ckpt, file))
-    return sorted(out, key=lambda r: _sort_value(r, sort))
+    return sorted(out, key=lambda r: _sort_value(r, sort)), problems
 
 
 def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:

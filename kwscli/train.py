@@ -198,7 +198,7 @@ def load_teacher(path: str | Path) -> Checkpoint:
     ckpt = load_checkpoint(path)
     if ckpt.kind not in ("teacher", "student"):
         raise KwsError(
-            f"{path}: a {ckpt.kind} checkpoint cannot teach; pass a float teacher "
+            f"{path}: an {ckpt.kind} checkpoint cannot teach; pass a float teacher "
             "(kind teacher or student) with --teacher"
         )
     return ckpt
@@ -215,6 +215,7 @@ def train_model(
     progress: Callable[[int, int], None] | None,
 ) -> engine.TrainResult:
     """The one path every training run takes: run folder, data, model, engine."""
+    engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
     run_dir = open_run_dir(cfg, resume)
     with run_lock(run_dir):
         for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never the real files

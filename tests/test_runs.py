@@ -64,4 +64,4 @@ def test_runs_bad_inputs(tmp_path):
     res = runner.invoke(app, ["runs", str(tmp_path / "none")])
     assert res.exit_code == 1 and "no such folder of runs" in res.output
     res = runner.invoke(app, ["runs", str(tmp_path), "--sort", "speed"])
-    assert res.exit_code == 1 and "--sort 'speed'" in res.output
+    assert res.exit_code == 2 and "--sort 'speed'" in res.output

@@ -298,8 +298,8 @@ def _unpack(archive: Path, into: Path) -> None:
                 tar.extractall(into, members=members)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataError(
-            f"cannot unpack {archive} ({err}): the file is corrupt, truncated or "
-            "unsafe; delete it and download it again"
+            f"cannot unpack {archive} ({str(err).splitlines()[0]}): the file is corrupt, "
+            "truncated or unsafe; delete it and download it again"
         ) from err
     except OSError as err:
         raise DataError(f"cannot unpack {archive} into {into.parent}: {err}") from err

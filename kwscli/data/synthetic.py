@@ -235,9 +235,14 @@ def _prepare_out_dir(out_dir: Path, force: bool) -> None:
         raise DataError(f"{out_dir}: is a file, expected a folder for the dataset")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not force:
+            what = (
+                "holds a synthetic dataset made with other settings"
+                if (out_dir / "SYNTH.json").is_file()
+                else "already exists and is not empty"
+            )
             raise DataError(
-                f"{out_dir}: already exists and is not empty; pick a new folder "
-                "(or --force to replace an earlier synthetic dataset)"
+                f"{out_dir}: {what}; pick a new folder (or --force to replace an earlier "
+                "synthetic dataset)"
             )
         if not (out_dir / "SYNTH.json").is_file():
             raise DataError(
