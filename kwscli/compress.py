@@ -61,20 +61,8 @@ def to_int8(ckpt: Checkpoint) -> Checkpoint:
     for key, value in float_model.state_dict().items():
         if key not in quantized:
             state[key] = value.clone()  # conv weights and every bias stay float32
-    return Checkpoint(
-        "int8",
-        ckpt.model,
-        ckpt.features,
-        ckpt.keyword,
-        state,
-        metrics={},
-        threshold=ckpt.threshold,
-        info={
-            **ckpt.info,
-            "source": _source(ckpt),
-            "int8": {"quantized": quantized, "scheme": "per-tensor affine qint8"},
-        },
-    )
+    int8 = {"quantized": quantized, "scheme": "per-tensor affine qint8"}
+    return _derived(ckpt, "int8", state, int8=int8)
 
 
 def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
@@ -129,16 +117,7 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
 def to_fp16(ckpt: Checkpoint) -> Checkpoint:
     """Half-precision checkpoint: every weight stored and run in float16."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
-    return Checkpoint(
-        "fp16",
-        ckpt.model,
-        ckpt.features,
-        ckpt.keyword,
-        state,
-        metrics={},
-        threshold=ckpt.threshold,
-        info={**ckpt.info, "source": _source(ckpt)},
-    )
+    return _derived(ckpt, "fp16", state)
 
 
 def build_fp16(ckpt: Checkpoint) -> nn.Module:
@@ -149,6 +128,21 @@ def float_equivalent(ckpt: Checkpoint) -> nn.Module:
     """The float32 CRNN with the same shapes, for counting MACs: thop counts quantized modules as
     0, so int8 layers are counted as the float layers they replace."""
     return CRNN(ckpt.model, ckpt.features.n_mels).eval()
+
+
+def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
+    """A compressed copy: same model, features, keyword and threshold; metrics measured anew;
+    provenance kept, with where it came from."""
+    return Checkpoint(
+        kind,
+        ckpt.model,
+        ckpt.features,
+        ckpt.keyword,
+        state,
+        metrics={},
+        threshold=ckpt.threshold,
+        info={**ckpt.info, "source": _source(ckpt), **info},
+    )
 
 
 def _source(ckpt: Checkpoint) -> dict:
