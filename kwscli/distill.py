@@ -95,6 +95,15 @@ def resample_attention(
     return out / out.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def describe(loss: str, alpha: float, attention_weight: float) -> tuple[str, bool]:
+    """A run's loss in words, and whether its temperature matters: `kl+attention`, `mse`,
+    `labels only` (alpha 0: the from-scratch baseline)."""
+    if alpha == 0:
+        return ("labels+attention" if attention_weight > 0 else "labels only"), False
+    name = loss + ("+attention" if attention_weight > 0 else "")
+    return (name + f"+{1 - alpha:g}*labels" if alpha < 1 else name), loss in ("ce", "kl")
+
+
 def logit_loss(name: str, temperature: float) -> nn.Module:
     if name == "mse":
         return MSELogits()

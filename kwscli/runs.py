@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import ModelConfig
+from kwscli.distill import describe
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.evaluate import model_cost
 from kwscli.models.crnn import CRNN
@@ -61,12 +62,16 @@ def list_runs(runs_dir: str | Path, sort: str = "created") -> tuple[list[RunSumm
 def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
     cost = model_cost(ckpt)
     d = ckpt.info.get("distill") or {}
+    if d:  # derived from the settings, so older checkpoints read the same way
+        label, uses_t = describe(d["loss"], d["alpha"], d["attention_weight"])
+    else:
+        label, uses_t = ckpt.info.get("loss", "?"), False
     run = RunSummary(
         name=file.parent.name if file.name == "model.pt" else f"{file.parent.name}/{file.name}",
         path=str(file),
         kind=ckpt.kind,
-        loss=ckpt.info.get("loss", "?"),
-        temperature=d.get("temperature") if d.get("loss") in ("ce", "kl") else None,
+        loss=label,
+        temperature=d.get("temperature") if uses_t else None,
         alpha=d.get("alpha"),
         attention_weight=d.get("attention_weight"),
         params=cost.params,

@@ -168,7 +168,7 @@ def train_student(
     progress: Callable[[int, int], None] | None = None,
 ) -> engine.TrainResult:
     """Distil `cfg.distill.teacher` into the student `cfg.model` with the loss in `cfg.distill`."""
-    from kwscli.distill import AttentionTransfer, DistillationCriterion
+    from kwscli.distill import AttentionTransfer, DistillationCriterion, describe
 
     d = cfg.distill
     teacher_ckpt = load_teacher(d.teacher)
@@ -183,7 +183,7 @@ def train_student(
         teacher, d.loss, d.temperature, d.alpha, d.attention_weight, attention
     )
     info = {
-        "loss": d.loss + ("+attention" if d.attention_weight > 0 else ""),
+        "loss": describe(d.loss, d.alpha, d.attention_weight)[0],
         "distill": d.model_dump(mode="json"),
         "teacher": {
             "path": str(Path(d.teacher).resolve()),

@@ -247,3 +247,19 @@ def test_alpha_zero_is_labels_only_and_never_runs_the_teacher():
     assert DistillationCriterion(teacher, "kl", 4.0, alpha=0.0)(student, x, y).item() == (
         pytest.approx(expected.item())
     )
+
+
+@pytest.mark.parametrize(
+    ("loss", "alpha", "att", "label", "uses_t"),
+    [
+        ("kl", 1.0, 0.0, "kl", True),
+        ("kl", 0.0, 0.0, "labels only", False),
+        ("mse", 1.0, 1.0, "mse+attention", False),
+        ("ce", 0.5, 0.0, "ce+0.5*labels", True),
+        ("kl", 0.0, 2.0, "labels+attention", False),
+    ],
+)
+def test_describe_names_what_a_run_actually_optimised(loss, alpha, att, label, uses_t):
+    from kwscli.distill import describe
+
+    assert describe(loss, alpha, att) == (label, uses_t)
