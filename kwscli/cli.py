@@ -207,7 +207,7 @@ def teacher(
 @app.command()
 def distill(
     teacher: Annotated[
-        str | None, typer.Option(help="Teacher checkpoint [default: runs/teacher/model.pt].")
+        str | None, typer.Option(help="Teacher checkpoint (default: runs/teacher/model.pt).")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="Logit loss: mse, ce or kl.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Softmax temperature T.")] = None,
@@ -324,7 +324,7 @@ def evaluate(
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
-    out: Annotated[Path | None, typer.Option(help="[default: MODEL.int8.pt beside it]")] = None,
+    out: Annotated[Path | None, typer.Option(help="(default: MODEL.int8.pt beside it)")] = None,
     data: DataDir = None,
     tolerance: Annotated[
         float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
@@ -339,7 +339,7 @@ def quantize(
 @app.command()
 def fp16(
     model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
-    out: Annotated[Path | None, typer.Option(help="[default: MODEL.fp16.pt beside it]")] = None,
+    out: Annotated[Path | None, typer.Option(help="(default: MODEL.fp16.pt beside it)")] = None,
     data: DataDir = None,
     tolerance: Annotated[
         float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
@@ -374,10 +374,10 @@ def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
 def detect(
     files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, ogg...).")],
     model: Annotated[
-        Path | None, typer.Option(help="Any kws checkpoint [default: the bundled student].")
+        Path | None, typer.Option(help="Any kws checkpoint (default: the bundled student).")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="P(keyword) to fire at [default: the model's own].")
+        float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
     ] = None,
     state: Annotated[
         str, typer.Option(help="window (GRU from zero per window) or carry (GRU state kept).")
@@ -421,7 +421,7 @@ def calibrate(
     negatives: Annotated[Path, typer.Option(help="Keyword-free audio: a file or a folder.")],
     fa_per_hour: Annotated[float, typer.Option(help="False alarms per hour to allow.")] = 1.0,
     out: Annotated[
-        Path | None, typer.Option(help="[default: MODEL.calibrated.pt beside it]")
+        Path | None, typer.Option(help="(default: MODEL.calibrated.pt beside it)")
     ] = None,
     data: DataDir = None,
     state: Annotated[str, typer.Option(help="window or carry, as in detect.")] = "window",
@@ -446,7 +446,7 @@ def export(
         str, typer.Option(help="torchscript (onnx: not yet, see README).")
     ] = "torchscript",
     out: Annotated[
-        Path | None, typer.Option(help="[default: MODEL.streaming.ts beside it]")
+        Path | None, typer.Option(help="(default: MODEL.streaming.ts beside it)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
 ) -> None:
@@ -531,7 +531,7 @@ def data_download(
     dest: Annotated[Path, typer.Option(help="Folder to download into.")] = Path("data"),
     url: Annotated[str | None, typer.Option(help="Mirror URL of the tarball.")] = None,
     expected_size: Annotated[
-        int | None, typer.Option(help="Tarball bytes to check [default: the official size].")
+        int | None, typer.Option(help="Tarball bytes to check (default: the official size).")
     ] = None,
     from_archive: Annotated[
         Path | None, typer.Option(help="Extract a tarball you already downloaded instead.")

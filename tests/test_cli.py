@@ -288,3 +288,10 @@ class _Evil:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def test_help_texts_keep_their_bracketed_defaults():
+    """Rich markup would eat `[default: ...]`; help must still say where defaults come from."""
+    res = runner.invoke(app, ["detect", "--help"])
+    assert res.exit_code == 0
+    assert "bundled" in res.output and "model's" in res.output
