@@ -268,3 +268,39 @@ def test_export_refuses_int8_and_onnx(model_pt, tmp_path):
     assert res.exit_code == 1 and "int8" in res.output
     res = runner.invoke(app, ["export", str(model_pt), "--format", "onnx"])
     assert res.exit_code == 1 and "only torchscript" in res.output
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("model", ["student", "teacher"])
+def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
+    """`kws detect examples/sheila_example.wav` as a user runs it: each listed keyword found
+    within 0.5 s, no other detection, at the threshold stored in the bundled model."""
+    from kwscli.detect import bundled_model
+
+    key = json.loads((EXAMPLES / "sheila_example.json").read_text())
+    said = [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
+    args = ["detect", str(EXAMPLES / key["audio"]), "--json"]
+    if model == "teacher":
+        args += ["--model", str(bundled_model("teacher"))]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    (r,) = _json(res)
+    assert r["settings"]["threshold_from"] == "checkpoint"
+    found = [d["time"] for d in r["detections"]]
+    assert len(found) == len(said), (found, said)
+    for t, s in zip(sorted(found), said, strict=True):
+        assert abs(t - s) <= 0.5, (found, said)
+
+
+def test_bundled_models_are_self_describing_and_calibrated():
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.detect import bundled_model
+
+    for name, kinds in (("student", ("fp16", "int8", "student")), ("teacher", ("teacher",))):
+        ckpt = load_checkpoint(bundled_model(name))
+        assert ckpt.kind in kinds and ckpt.keyword == "sheila"
+        assert 0 < ckpt.threshold < 1
+        cal = ckpt.info["calibration"]
+        assert cal["hours"] >= 0.99 and cal["fa_per_hour"] <= cal["target_fa_per_hour"]

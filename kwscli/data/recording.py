@@ -12,7 +12,7 @@ import soundfile as sf
 
 from kwscli.audio import SAMPLE_RATE
 from kwscli.data.synthetic import FILLER_WORDS, SPEECH_COMMANDS_WORDS, _phrase
-from kwscli.data.tts import Espeak, random_speakers
+from kwscli.data.tts import Espeak, Speaker, english_variants, random_speakers
 from kwscli.files import atomic_write
 
 SEGMENT_S = 60.0
@@ -37,11 +37,16 @@ def make_recording(
     seed: int = 0,
     snr_db: float = 15.0,
     speech_fraction: float = 0.6,
+    clear_keyword: bool = False,
 ) -> list[Event]:
     """Write `seconds` of pink noise with TTS phrases (never containing the keyword) over it, plus
-    the keyword spoken starting at each of `keyword_times`. Returns every spoken event."""
+    the keyword spoken starting at each of `keyword_times`. Returns every spoken event.
+
+    `clear_keyword`: the keyword is said by plain voices (no whisper, croak or extreme rate) at
+    a conversational level, as in a demo recording; otherwise by any speaker at any level."""
     rng = np.random.default_rng([seed, 11])
     speakers = random_speakers(24, seed + 1000)
+    kw_speakers = plain_speakers(8, seed + 2000) if clear_keyword else speakers
     vocab = sorted({*SPEECH_COMMANDS_WORDS, *FILLER_WORDS} - {keyword})
     total = int(seconds * SAMPLE_RATE)
     events: list[Event] = []
@@ -69,9 +74,10 @@ def make_recording(
                 t += dur + rng.uniform(0.5, 1.5) * gap + 0.2
             for k in placed_kw:
                 if t0 <= k < t0 + n / SAMPLE_RATE:
-                    s = speakers[rng.integers(len(speakers))]
+                    s = kw_speakers[rng.integers(len(kw_speakers))]
                     audio = tts.say(keyword, s.voice, s.rate, s.pitch, s.pitch_range)
-                    _add(speech, audio * _level(rng), k - t0)
+                    level = _level(rng, (-12.0, -8.0) if clear_keyword else (-20.0, -8.0))
+                    _add(speech, audio * level, k - t0)
                     events.append(Event(k, k + len(audio) / SAMPLE_RATE, keyword, True))
             rms = np.sqrt(np.mean(speech[speech != 0] ** 2)) if np.any(speech) else 0.05
             noise = pink_noise(n, rng) * rms / 10 ** (snr_db / 20)
@@ -86,8 +92,23 @@ def _add(buf: np.ndarray, audio: np.ndarray, at: float) -> None:
         buf[i:j] += audio[: j - i]
 
 
-def _level(rng: np.random.Generator) -> float:
-    return float(10 ** (rng.uniform(-20, -8) / 20)) / 0.5  # espeak peaks near 0.5
+def _level(rng: np.random.Generator, db: tuple[float, float] = (-20.0, -8.0)) -> float:
+    return float(10 ** (rng.uniform(*db) / 20)) / 0.5  # espeak peaks near 0.5
+
+
+def plain_speakers(count: int, seed: int) -> list[Speaker]:
+    """Ordinary voices: main accents, numbered male/female variants, middling rate and pitch."""
+    rng = np.random.default_rng([seed, 12])
+    variants = [v for v in english_variants() if v[:1] in "mf" and v[1:].isdigit()]
+    return [
+        Speaker(
+            ("en", "en-us", "en-gb-x-rp")[rng.integers(3)],
+            variants[rng.integers(len(variants))],
+            int(rng.integers(150, 191)),
+            int(rng.integers(35, 66)),
+        )
+        for _ in range(count)
+    ]
 
 
 def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
