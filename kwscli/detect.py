@@ -261,9 +261,12 @@ class DetectRun:
 
 
 def bundled_model(name: str = "student") -> Path:
-    path = BUNDLED / f"{name}.pt"
+    """The default model `kws detect` uses: $KWS_MODELS_DIR/NAME.pt, else the one shipped."""
+    import os
+
+    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}.pt"
     if not path.is_file():
-        raise KwsError(f"this install has no bundled {name} model ({path}); pass --model FILE.pt")
+        raise KwsError(f"no bundled {name} model at {path}; pass --model FILE.pt")
     return path
 
 
