@@ -53,17 +53,37 @@ def speed(model: str, state: str) -> None:
         "--threshold",
         "0.5",
     ]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    base = _child_peak_mib([sys.executable, "-c", "import torch, torchaudio, kwscli.detect"])
+    walls = []
+    for _ in range(3):  # the median of three runs: single runs vary by ±10 % here
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - t0)
+    wall = sorted(walls)[1]
+    peak = _child_peak_mib(None)
     (res,) = json.loads(out.stdout)
     audio = res["duration_s"]
     print(
-        f"model {model} ({state}): {audio / 3600:.2f} h of audio in {wall:.1f} s wall "
+        f"model {model} ({state}): {audio / 3600:.2f} h of audio in {wall:.1f} s wall, median of "
+        f"{', '.join(f'{w:.1f}' for w in walls)} "
         f"(whole CLI, start-up included) = {audio / wall:,.0f}x real time; "
-        f"peak RSS {peak:.0f} MiB"
+        f"peak RSS {peak:.0f} MiB, of which importing torch and kwscli alone takes {base:.0f} MiB"
     )
+
+
+def _child_peak_mib(cmd: list[str] | None) -> float:
+    """Peak RSS of a child: run `cmd` in a fresh process (so earlier children do not count), or
+    read this process's children so far when `cmd` is None."""
+    if cmd is None:
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip()) / 1024
 
 
 def false_alarms(model: str, state: str) -> None:

@@ -21,7 +21,7 @@ from kwscli.checkpoint import Checkpoint, build_model
 from kwscli.errors import AudioError, ConfigError, KwsError
 from kwscli.models.streaming import StreamingDetector
 
-BLOCK_SECONDS = 10.0
+BLOCK_SECONDS = 30.0
 REFRACTORY_S = 1.0
 DEFAULT_THRESHOLD = 0.5
 
@@ -94,7 +94,7 @@ def read_blocks(
                     f"{f.samplerate // 2} Hz: expect lower accuracy"
                 )
         blocks = (
-            _finite(b, path).mean(axis=1)
+            _finite(b, path)[:, 0] if f.channels == 1 else _finite(b, path).mean(axis=1)
             for b in f.blocks(
                 blocksize=_block_len(f.samplerate, sample_rate, block_seconds),
                 dtype="float32",

@@ -21,13 +21,13 @@ from kwscli.audio import LOG_FLOOR
 from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
 from kwscli.errors import KwsError
 from kwscli.models.crnn import AttentionPooling
+from kwscli.models.streaming import frames_log_mel, mel_constants
 
 
 class StreamingKWS(nn.Module):
     """TorchScript-able twin of `StreamingDetector` (window mode) with its own log-mel."""
 
     def __init__(self, ckpt: Checkpoint) -> None:
-        import torchaudio
 
         super().__init__()
         model = build_model(ckpt).float()
@@ -40,14 +40,8 @@ class StreamingKWS(nn.Module):
         self.gru = model.gru
         self.attention: AttentionPooling = model.attention
         self.classifier = model.classifier
-        window = torch.hann_window(f.win_length)
-        pad = (f.n_fft - f.win_length) // 2  # torch.stft centres a shorter window in n_fft
-        self.register_buffer(
-            "stft_window", nn.functional.pad(window, (pad, f.n_fft - f.win_length - pad))
-        )
-        fb = torchaudio.functional.melscale_fbanks(
-            f.n_fft // 2 + 1, 0.0, f.sample_rate / 2, f.n_mels, f.sample_rate
-        )
+        window, fb = mel_constants(f)
+        self.register_buffer("stft_window", window)
         self.register_buffer("mel_fb", fb)  # (freqs, n_mels)
         self.log_floor = math.log(LOG_FLOOR)
         width = model.gru.input_size
@@ -63,21 +57,13 @@ class StreamingKWS(nn.Module):
         self.frames = torch.full((self.n_mels, self.window_frames - self.stride_t), self.log_floor)
         self.history = torch.zeros(0, self.history.shape[1])
 
-    def log_mel(self, samples: torch.Tensor) -> torch.Tensor:
-        """(n_mels, n) frames of whole n_fft windows, hop apart (no centre padding)."""
-        frames = samples.unfold(0, self.n_fft, self.hop) * self.stft_window  # (n, n_fft)
-        power = torch.fft.rfft(frames, dim=-1).abs().pow(2)  # (n, freqs)
-        mel = torch.matmul(power, self.mel_fb)
-        logmel = torch.log(mel.clamp(1e-9, 1e9))
-        return logmel.transpose(0, 1)
-
     def forward(self, chunk: torch.Tensor) -> torch.Tensor:
         buf = torch.cat([self.pending, chunk.float()])
         n = 0 if buf.shape[0] < self.n_fft else (buf.shape[0] - self.n_fft) // self.hop + 1
         if n > 0:
-            self.frames = torch.cat(
-                [self.frames, self.log_mel(buf[: (n - 1) * self.hop + self.n_fft])], dim=1
-            )
+            samples = buf[: (n - 1) * self.hop + self.n_fft]
+            new = frames_log_mel(samples, self.stft_window, self.mel_fb, self.n_fft, self.hop)
+            self.frames = torch.cat([self.frames, new], dim=1)
             buf = buf[n * self.hop :]
         self.pending = buf
         total = self.frames.shape[1]

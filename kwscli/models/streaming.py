@@ -35,22 +35,41 @@ class StreamOutput:
     focus: np.ndarray  # (n,) attention-weighted centre time (s) of each window: where it looked
 
 
+def frames_log_mel(
+    samples: torch.Tensor, window: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int
+) -> torch.Tensor:
+    """(n_mels, n) log-mel of every whole n_fft window of `samples`, hop apart, no padding.
+
+    The same numbers as torchaudio's MelSpectrogram(center=False) then log(clamp(x, 1e-9, 1e9)),
+    faster (power as re^2 + im^2, no square root), and TorchScript-able for `kws export`.
+    """
+    spec = torch.stft(samples, n_fft, hop, n_fft, window, center=False, return_complex=True)
+    power = spec.real.pow(2) + spec.imag.pow(2)  # (freqs, n)
+    mel = torch.matmul(fb.transpose(0, 1), power)  # (n_mels, n)
+    return torch.log(mel.clamp(1e-9, 1e9))
+
+
+def mel_constants(features: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The STFT window (win_length Hann centred in n_fft, as torch.stft pads it) and the mel
+    filterbank (freqs, n_mels) that MelSpectrogram uses."""
+    import torchaudio
+
+    f = features
+    pad = (f.n_fft - f.win_length) // 2
+    window = nn.functional.pad(torch.hann_window(f.win_length), (pad, f.n_fft - f.win_length - pad))
+    fb = torchaudio.functional.melscale_fbanks(
+        f.n_fft // 2 + 1, 0.0, f.sample_rate / 2, f.n_mels, f.sample_rate
+    )
+    return window, fb
+
+
 class LogMelStream:
-    """Log-mel frames of a stream: frame k covers samples [k·hop, k·hop + n_fft) (no centre
+    """Log-mel frames of a stream: frame k covers samples [k*hop, k*hop + n_fft) (no centre
     padding, which would need the future)."""
 
     def __init__(self, features: FeatureConfig) -> None:
-        import torchaudio
-
         self.features = features
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=features.sample_rate,
-            n_fft=features.n_fft,
-            win_length=features.win_length,
-            hop_length=features.hop_length,
-            n_mels=features.n_mels,
-            center=False,
-        )
+        self.window, self.fb = mel_constants(features)
         self.reset()
 
     def reset(self) -> None:
@@ -67,7 +86,7 @@ class LogMelStream:
         used = buf[: (n - 1) * f.hop_length + f.n_fft]
         self.pending = buf[n * f.hop_length :]
         with torch.no_grad():
-            return torch.log(self.mel(used).clamp(LOG_FLOOR, 1e9))
+            return frames_log_mel(used, self.window, self.fb, f.n_fft, f.hop_length)
 
 
 class StreamingDetector:
