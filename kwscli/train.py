@@ -254,7 +254,33 @@ def _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progre
         PlottingCallbacks(callbacks, run_dir),
     )
     result.extras["skipped"] = prepared.features.skipped
+    write_final_metrics(run_dir, result, kind, info)
     return result
+
+
+def write_final_metrics(run_dir: Path, result: engine.TrainResult, kind: str, info: dict) -> None:
+    """metrics.json: the run's outcome at a glance (best epoch, its val metrics, cost)."""
+    from dataclasses import asdict
+
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.evaluate import model_cost
+    from kwscli.files import write_json
+
+    ckpt = load_checkpoint(result.checkpoint)
+    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "kind": kind,
+            "loss": info.get("loss"),
+            "best_epoch": result.best_epoch,
+            "val_au_fa_fr": best.val_au_fa_fr,
+            "val_accuracy": best.val_accuracy,
+            "epochs": len(result.history),
+            **asdict(model_cost(ckpt)),
+            "seconds_per_epoch": [round(r.seconds, 2) for r in result.history],
+        },
+    )
 
 
 class PlottingCallbacks:

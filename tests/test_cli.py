@@ -103,8 +103,17 @@ def test_wrong_type_in_config_file(tmp_path):
 
 def test_teacher_writes_a_complete_run_folder(trained_teacher):
     run = trained_teacher.parent
-    for f in ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png"):
+    for f in ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json"):
         assert (run / f).is_file(), f
+    final = json.loads((run / "metrics.json").read_text())
+    from kwscli.config import ModelConfig
+    from kwscli.models.crnn import CRNN, count_parameters
+
+    assert final["params"] == count_parameters(CRNN(ModelConfig(hidden_size=16), 40))
+    assert final["val_au_fa_fr"] == min(
+        h["val_au_fa_fr"] for h in json.loads((run / "history.json").read_text())
+    )
+    assert final["macs_2s"] > final["macs_1s"] > 0 and final["kind"] == "teacher"
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
     ckpt = torch.load(trained_teacher, weights_only=True)
