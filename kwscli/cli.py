@@ -443,21 +443,28 @@ def calibrate(
 def export(
     model: Annotated[Path, typer.Argument(help="kws checkpoint (float or fp16).")],
     format: Annotated[
-        str, typer.Option(help="torchscript (onnx: not yet, see README).")
+        str, typer.Option(help="torchscript (stateful streaming) or onnx (window scorer).")
     ] = "torchscript",
     out: Annotated[
-        Path | None, typer.Option(help="(default: MODEL.streaming.ts beside it)")
+        Path | None,
+        typer.Option(help="(default: MODEL.streaming.ts / MODEL.window.onnx beside it)"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
 ) -> None:
-    """A streaming module (16 kHz waveform chunks in, P(keyword) out) that needs only torch."""
+    """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch) or ONNX."""
     from kwscli.report import console
 
-    if format != "torchscript":
-        raise KwsError(
-            f"--format {format!r}: only torchscript is supported; ONNX would need the log-mel and "
-            "the stream state as explicit inputs, which this version does not export"
+    if format == "onnx":
+        from kwscli.export import export_onnx
+
+        path = export_onnx(model, out, force)
+        console.print(
+            f"ONNX window scorer → {path}\n  input 'audio' (windows, samples) at 16 kHz, output "
+            "'p_keyword': keep the stream's last window and score it every step (see README)"
         )
+        return
+    if format != "torchscript":
+        raise ConfigError(f"--format {format!r}: expected torchscript or onnx")
     from kwscli.export import export_torchscript
 
     path = export_torchscript(model, out, force)

@@ -12,6 +12,7 @@ It computes exactly what `kws detect --state window` computes, step for step.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -106,4 +107,73 @@ def export_torchscript(
     with warnings.catch_warnings(), atomic_write(out) as tmp:
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(StreamingKWS(ckpt)), str(tmp))
+    return out
+
+
+class WindowScorer(nn.Module):
+    """ONNX-exportable: the last `window_samples` of 16 kHz audio in, P(keyword) out, for a batch
+    of windows. An ONNX graph holds no state, so the caller keeps the stream: a ring buffer of the
+    last window, scored every `step_samples` (80 ms for the teacher). The STFT is a matmul with a
+    windowed DFT basis (ONNX export has no rfft); results equal `kws detect --state window`."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        super().__init__()
+        model = build_model(ckpt).float()
+        f, c = ckpt.features, ckpt.model
+        self.n_fft, self.hop = f.n_fft, f.hop_length
+        window_steps = (f.clip_frames - c.kernel_size[1]) // c.stride[1] + 1
+        frames = (window_steps - 1) * c.stride[1] + c.kernel_size[1]
+        self.window_samples = (frames - 1) * f.hop_length + f.n_fft
+        self.step_samples = c.stride[1] * f.hop_length
+        self.conv, self.gru = model.conv, model.gru
+        self.attention, self.classifier = model.attention, model.classifier
+        window, fb = mel_constants(f)
+        k = torch.arange(f.n_fft, dtype=torch.float64)[:, None]
+        angle = 2 * math.pi * k * torch.arange(f.n_fft // 2 + 1, dtype=torch.float64) / f.n_fft
+        self.register_buffer("dft_cos", (torch.cos(angle) * window[:, None]).float())
+        self.register_buffer("dft_sin", (torch.sin(angle) * window[:, None]).float())
+        self.register_buffer("mel_fb", fb)
+        self.requires_grad_(False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.unfold(1, self.n_fft, self.hop)  # (B, n, n_fft)
+        power = (frames @ self.dft_cos).pow(2) + (frames @ self.dft_sin).pow(2)  # (B, n, freqs)
+        logmel = torch.log((power @ self.mel_fb).clamp(1e-9, 1e9)).transpose(1, 2)
+        x = self.conv(logmel.unsqueeze(1)).transpose(1, 2)  # (B, steps, C*F')
+        h, _ = self.gru(x)
+        pooled, _ = self.attention(h)
+        return torch.softmax(self.classifier(pooled), dim=-1)[:, 1]
+
+
+def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+    """Write MODEL.window.onnx: a stateless window scorer (see `WindowScorer`)."""
+    from kwscli.compress import check_writable
+    from kwscli.files import atomic_write
+
+    ckpt = load_checkpoint(path)
+    if ckpt.kind == "int8":
+        raise KwsError(
+            f"{path} is int8: PyTorch's dynamic int8 GRU/Linear have no ONNX export; export the "
+            "float or fp16 model it came from (ONNX Runtime can quantize the result itself)"
+        )
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise KwsError("ONNX export needs the onnx package: pip install 'kws[onnx]'") from None
+    out = Path(out) if out else Path(path).with_suffix(".window.onnx")
+    check_writable(out, force)
+    scorer = WindowScorer(ckpt).eval()
+    example = torch.zeros(1, scorer.window_samples)
+    with warnings.catch_warnings(), atomic_write(out) as tmp:
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            scorer,
+            (example,),
+            str(tmp),
+            input_names=["audio"],
+            output_names=["p_keyword"],
+            dynamic_axes={"audio": {0: "windows"}, "p_keyword": {0: "windows"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return out

@@ -552,8 +552,10 @@ ROWS: list[Row] = [
     # ------------------------------------------------------------------ export
     R("export", "int8 model", lambda c: [c.compressed("int8")], 1, "is int8",
       nothing_under=("teacher.int8.streaming.ts",)),
-    R("export", "--format onnx", lambda c: [c.teacher(), "--format", "onnx"], 1,
-      "only torchscript", nothing_under=("teacher.streaming.ts",)),
+    R("export", "unknown --format (tflite)", lambda c: [c.teacher(), "--format", "tflite"], 2,
+      "expected torchscript or onnx", nothing_under=("teacher.streaming.ts",)),
+    R("export", "int8 model to ONNX", lambda c: [c.compressed("int8"), "--format", "onnx"], 1,
+      "no ONNX export", nothing_under=("teacher.int8.window.onnx",)),
     R("export", "missing model", lambda c: [c.p("nope.pt")], 1, "checkpoint not found"),
     R("export", "crafted pickle", lambda c: [c.evil()], 1, "refused",
       nothing_under=("evil.streaming.ts",), check=_no_marker),

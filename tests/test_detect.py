@@ -261,13 +261,17 @@ def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp
     np.testing.assert_allclose(exported, ref.probs, atol=1e-5)
 
 
-def test_export_refuses_int8_and_onnx(model_pt, tmp_path):
+def test_export_refuses_int8_and_unknown_formats(model_pt, tmp_path):
     q = tmp_path / "q.pt"
     assert runner.invoke(app, ["quantize", str(model_pt), "--out", str(q)]).exit_code == 0
-    res = runner.invoke(app, ["export", str(q), "--out", str(tmp_path / "q.ts")])
-    assert res.exit_code == 1 and "int8" in res.output
-    res = runner.invoke(app, ["export", str(model_pt), "--format", "onnx"])
-    assert res.exit_code == 1 and "only torchscript" in res.output
+    for fmt in ("torchscript", "onnx"):
+        res = runner.invoke(
+            app, ["export", str(q), "--format", fmt, "--out", str(tmp_path / f"q.{fmt}")]
+        )
+        assert res.exit_code == 1 and "int8" in res.output
+        assert not (tmp_path / f"q.{fmt}").exists()
+    res = runner.invoke(app, ["export", str(model_pt), "--format", "tflite"])
+    assert res.exit_code == 2 and "expected torchscript or onnx" in res.output
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -304,3 +308,26 @@ def test_bundled_models_are_self_describing_and_calibrated():
         assert 0 < ckpt.threshold < 1
         cal = ckpt.info["calibration"]
         assert cal["hours"] >= 0.99 and cal["fa_per_hour"] <= cal["target_fa_per_hour"]
+
+
+def test_export_onnx_window_scorer_matches_detect(model_pt, tmp_path):
+    """The ONNX graph, run by onnxruntime on the last window of audio at each step, gives the
+    probabilities `kws detect --state window` gives at that step."""
+    ort = pytest.importorskip("onnxruntime")
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.detect import detect_file, make_detector
+
+    out = tmp_path / "m.onnx"
+    res = runner.invoke(app, ["export", str(model_pt), "--format", "onnx", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    wav = _wav(tmp_path / "a.wav", 3.0, seed=9)
+    audio, _ = sf.read(wav, dtype="float32")
+    ref = detect_file(wav, make_detector(load_checkpoint(model_pt)), 0.5, keep_trace=True)
+    session = ort.InferenceSession(str(out))
+    n = session.get_inputs()[0].shape[1]
+    ends = np.round(ref.times * 16000).astype(int)
+    full = ends >= n  # windows that lie wholly inside the file (no silence prefix)
+    windows = np.stack([audio[e - n : e] for e in ends[full]])
+    (onnx_p,) = session.run(None, {"audio": windows})
+    assert full.sum() >= 10
+    np.testing.assert_allclose(onnx_p, ref.probs[full], atol=1e-4)
