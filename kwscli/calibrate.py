@@ -10,7 +10,7 @@ import numpy as np
 
 from kwscli.checkpoint import load_checkpoint, save_checkpoint
 from kwscli.detect import REFRACTORY_S, check_state, detect_file, find_detections, make_detector
-from kwscli.errors import ConfigError, DataError
+from kwscli.errors import ConfigError, DataError, KwsError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
@@ -74,12 +74,19 @@ def calibrate(
     def false_alarms(t: float) -> int:  # (the focus argument only places detections: unused)
         return sum(len(find_detections(ts, ps, ts, t, REFRACTORY_S, window_s)) for ts, ps in traces)
 
-    chosen, count = 1.0, 0
+    chosen, count = None, 0
     for t in threshold_grid():  # lowest threshold meeting the target
         n = false_alarms(t)
         if n / hours <= fa_per_hour:
             chosen, count = float(t), n
             break
+    if chosen is None:
+        top = float(threshold_grid()[-1])
+        raise KwsError(
+            f"no threshold meets {fa_per_hour:g} false alarms/hour on these {hours:.2f} h: even at "
+            f"{top:.7f} it fires {false_alarms(top)} times; allow more FA/h, or retrain with these "
+            "false alarms (kws detect --save-triggers)"
+        )
     frr, positives = _frr(ckpt, data, detector, chosen)
     ckpt.threshold = chosen
     result = Calibration(

@@ -522,7 +522,7 @@ def data_synth(
             progress=progress,
             force=force,
         )
-    what = f"{rep.clips:,} clips ({rep.per_word.get(keyword, 0):,} {keyword!r})"
+    what = f"{rep.clips:,} clips ({rep.keyword_clips:,} {keyword!r})"
     if rep.already_present:
         console.print(f"{what} already at {rep.root} with these settings (--force to remake)")
     else:

@@ -132,7 +132,11 @@ def float_equivalent(ckpt: Checkpoint) -> nn.Module:
 
 def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
     """A compressed copy: same model, features, keyword and threshold; metrics measured anew;
-    provenance kept, with where it came from."""
+    provenance kept, with where it came from. A calibration is kept under another name: its
+    threshold was measured on the model before compression."""
+    kept = {k: v for k, v in ckpt.info.items() if k != "calibration"}
+    if "calibration" in ckpt.info:
+        kept["calibration_before_compression"] = ckpt.info["calibration"]
     return Checkpoint(
         kind,
         ckpt.model,
@@ -141,7 +145,7 @@ def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
         state,
         metrics={},
         threshold=ckpt.threshold,
-        info={**ckpt.info, "source": _source(ckpt), **info},
+        info={**kept, "source": _source(ckpt), **info},
     )
 
 

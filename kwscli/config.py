@@ -70,7 +70,9 @@ class ModelConfig(_Strict):
     stride: tuple[Positive, Positive] = Field((2, 8), description="Conv stride (freq, time).")
     hidden_size: int = Field(64, ge=1, description="GRU hidden size.")
     gru_num_layers: int = Field(2, ge=1, description="Stacked GRU layers.")
-    bidirectional: bool = Field(False, description="Bidirectional GRU (not streamable).")
+    bidirectional: bool = Field(
+        False, description="Bidirectional GRU (streams in window mode only, not with carry)."
+    )
     num_classes: int = Field(2, ge=2, description="Output classes: 2 = keyword vs rest.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout between GRU layers.")
 

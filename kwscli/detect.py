@@ -101,7 +101,13 @@ def read_blocks(
                 always_2d=True,
             )
         )
-        yield from resample_blocks(blocks, f.samplerate, sample_rate)
+        try:
+            yield from resample_blocks(blocks, f.samplerate, sample_rate)
+        except AudioError:
+            raise
+        except Exception as exc:  # libsndfile can fail mid-file (lost sync, truncation)
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise AudioError(f"{path}: decoding failed part-way ({reason})") from None
 
 
 def _finite(block: np.ndarray, path: Path) -> np.ndarray:
@@ -236,7 +242,20 @@ def read_segment(path: Path, start: float, end: float, sample_rate: int) -> np.n
 
 
 def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:
+    if state == "carry" and ckpt.model.bidirectional:
+        raise ConfigError(
+            "--state carry needs a one-directional GRU: a bidirectional model reads the future; "
+            "use --state window"
+        )
     return StreamingDetector(build_model(ckpt), ckpt.features, step=step, state=state)
+
+
+def threshold_source(ckpt: Checkpoint) -> str:
+    if not ckpt.threshold:
+        return "default (the model has no calibrated threshold)"
+    if "calibration_before_compression" in ckpt.info and "calibration" not in ckpt.info:
+        return "checkpoint (calibrated before compression: run kws calibrate on this model)"
+    return "checkpoint"
 
 
 def check_state(state: str) -> str:
@@ -286,13 +305,9 @@ def detect_files(
     if threshold is not None:
         check_threshold(threshold)
     ckpt = load_checkpoint(model or bundled_model())
-    source = "flag" if threshold is not None else "checkpoint"
+    source = "flag"
     if threshold is None:
-        threshold, source = (
-            (ckpt.threshold, "checkpoint")
-            if ckpt.threshold
-            else (DEFAULT_THRESHOLD, "default (the model has no calibrated threshold)")
-        )
+        threshold, source = ckpt.threshold or DEFAULT_THRESHOLD, threshold_source(ckpt)
     detector = make_detector(ckpt, state)
     f = ckpt.features
     settings = {

@@ -123,6 +123,8 @@ class _Loop:
         self.run_dir, self.make_checkpoint = run_dir, make_checkpoint
         self.device = resolve_device(cfg.device)
         model.to(self.device)
+        if isinstance(criterion, torch.nn.Module):
+            criterion.to(self.device)  # a distillation loss carries its teacher along
         self.opt = torch.optim.Adam(
             model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )

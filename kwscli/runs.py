@@ -51,11 +51,9 @@ def list_runs(runs_dir: str | Path, sort: str = "created") -> tuple[list[RunSumm
         if file.name == "last.pt":
             continue
         try:
-            ckpt = load_checkpoint(file)
+            out.append(summarize(load_checkpoint(file), file))
         except CheckpointError as exc:
             problems.append(str(exc))
-            continue
-        out.append(summarize(ckpt, file))
     return sorted(out, key=lambda r: _sort_value(r, sort)), problems
 
 
@@ -63,7 +61,9 @@ def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
     cost = model_cost(ckpt)
     d = ckpt.info.get("distill") or {}
     if d:  # derived from the settings, so older checkpoints read the same way
-        label, uses_t = describe(d["loss"], d["alpha"], d["attention_weight"])
+        label, uses_t = describe(
+            d.get("loss", "?"), d.get("alpha", 1.0), d.get("attention_weight", 0.0)
+        )
     else:
         label, uses_t = ckpt.info.get("loss", "?"), False
     run = RunSummary(

@@ -331,3 +331,99 @@ def test_export_onnx_window_scorer_matches_detect(model_pt, tmp_path):
     (onnx_p,) = session.run(None, {"audio": windows})
     assert full.sum() >= 10
     np.testing.assert_allclose(onnx_p, ref.probs[full], atol=1e-4)
+
+
+def _always_fires(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = CRNN(ModelConfig(hidden_size=8), 40)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([-60.0, 60.0]))  # P(keyword) = 1.0 everywhere
+    path = tmp_path / "loud.pt"
+    save_checkpoint(
+        Checkpoint("teacher", model.config, FeatureConfig(), "sheila", model.state_dict()), path
+    )
+    return path
+
+
+def test_calibrate_says_when_no_threshold_meets_the_target(tmp_path):
+    neg = _wav(tmp_path / "n.wav", 5.0)
+    out = tmp_path / "c.pt"
+    res = runner.invoke(
+        app,
+        [
+            "calibrate",
+            str(_always_fires(tmp_path)),
+            "--negatives",
+            str(neg),
+            "--fa-per-hour",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 1 and "no threshold meets 0 false alarms/hour" in res.output
+    assert not out.exists()
+
+
+def test_compressing_a_calibrated_model_flags_its_threshold(model_pt, tmp_path):
+    neg = _wav(tmp_path / "n.wav", 20.0)
+    cal = tmp_path / "cal.pt"
+    assert (
+        runner.invoke(
+            app,
+            [
+                "calibrate",
+                str(model_pt),
+                "--negatives",
+                str(neg),
+                "--fa-per-hour",
+                "1000",
+                "--out",
+                str(cal),
+            ],
+        ).exit_code
+        == 0
+    )
+    res = runner.invoke(app, ["fp16", str(cal), "--out", str(tmp_path / "h.pt")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["detect", str(neg), "--model", str(tmp_path / "h.pt"), "--json"])
+    (r,) = _json(res)
+    assert "calibrated before compression" in r["settings"]["threshold_from"]
+
+
+def test_carry_refuses_bidirectional_and_stays_bounded_with_a_one_step_window(tmp_path):
+    from kwscli.models.streaming import StreamingDetector
+
+    bi = CRNN(ModelConfig(hidden_size=4, bidirectional=True), 40)
+    path = tmp_path / "bi.pt"
+    save_checkpoint(
+        Checkpoint("teacher", bi.config, FeatureConfig(), "sheila", bi.state_dict()), path
+    )
+    res = runner.invoke(
+        app,
+        ["detect", str(_wav(tmp_path / "a.wav", 1.0)), "--model", str(path), "--state", "carry"],
+    )
+    assert res.exit_code == 2 and "bidirectional" in res.output
+    short = FeatureConfig(clip_seconds=0.25)  # 26 frames: a one-step window for kernel 20
+    det = StreamingDetector(CRNN(ModelConfig(hidden_size=4), 40), short, state="carry")
+    assert det.window == 1
+    for _ in range(5):
+        det.process(np.zeros(16000, np.float32))
+    assert len(det.gru_out) == 0 and len(det.history) == 0
+
+
+def test_a_file_that_breaks_mid_way_is_an_error_for_that_file_only(model_pt, tmp_path):
+    flac = tmp_path / "broken.flac"
+    rng = np.random.default_rng(0)
+    sf.write(flac, (0.1 * rng.standard_normal(16000 * 40)).astype(np.float32), 16000, format="FLAC")
+    data = bytearray(flac.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)  # garbage frames part-way through
+    flac.write_bytes(bytes(data))
+    good = _wav(tmp_path / "good.wav", 1.0)
+    res = runner.invoke(app, ["detect", str(flac), str(good), "--model", str(model_pt), "--json"])
+    assert "Traceback" not in res.output
+    broken, ok = json.loads(res.stdout)
+    assert ok["error"] is None and ok["duration_s"] == pytest.approx(1.0)
+    assert "decoding failed part-way" in broken["error"]  # libsndfile: "flac decoder lost sync"
+    assert res.exit_code == 1

@@ -22,7 +22,7 @@ import torch
 from kwscli.audio import fit_clip, load_wav, log_mel, mel_power
 from kwscli.config import FeatureConfig
 from kwscli.data.speech_commands import DatasetIndex
-from kwscli.errors import AudioError, DataError
+from kwscli.errors import AudioError, DataError, KwsError
 from kwscli.files import atomic_torch_save
 
 CACHE_VERSION = 1
@@ -95,8 +95,8 @@ def load_features(
         cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(_as_dict(fs), file)
         fs.cache_file = file
-    except OSError:
-        pass  # an unwritable cache only costs time on the next run
+    except (OSError, RuntimeError, KwsError):
+        pass  # an unwritable or full cache folder only costs time on the next run
     return fs
 
 

@@ -84,7 +84,8 @@ def _official_split(index: DatasetIndex) -> None:
         path = index.root / file
         if not path.is_file():
             raise DataError(
-                f"{path}: split list not found; use --split random for a seeded 80/20 split"
+                f"{path}: split list not found; this dataset needs the random split "
+                "(data.split: random, or --split random when training)"
             )
         lists[name] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
     position = {p: i for i, p in enumerate(index.paths)}

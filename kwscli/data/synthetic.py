@@ -68,6 +68,11 @@ class SynthReport:
     settings: dict = field(default_factory=dict)
     already_present: bool = False  # the same settings were generated here before: nothing done
 
+    @property
+    def keyword_clips(self) -> int:
+        folder = str(self.settings.get("keyword", "")).replace(" ", "_")
+        return self.per_word.get(folder, 0)
+
 
 def synthesize_dataset(
     out_dir: Path,
@@ -315,6 +320,9 @@ def _babble(n: int, vocab: Sequence[str], keyword: str, seed: int) -> np.ndarray
                         _phrase(vocab, keyword, rng, 3, 6), s.voice, s.rate, s.pitch, s.pitch_range
                     )
                 )
+                if speech.size == 0:  # nothing audible came out: move on
+                    at += SAMPLE_RATE // 10
+                    continue
                 speech = speech[: n - at] / (np.abs(speech).max() + 1e-9)
                 out[at : at + len(speech)] += speech
                 at += len(speech) + int(rng.integers(SAMPLE_RATE // 10, SAMPLE_RATE // 2))

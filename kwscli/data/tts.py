@@ -54,7 +54,12 @@ class Speaker:
 
 
 def _espeak_paths() -> tuple[str, str]:
-    import espeakng_loader
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise KwsError(
+            "speech synthesis needs espeakng-loader: pip install espeakng-loader"
+        ) from None
 
     return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
@@ -98,9 +103,9 @@ class Espeak:
     """
 
     def __enter__(self) -> Espeak:
+        lib_path, data_path = _espeak_paths()  # before the lock: a failure must not keep it
         if not _ESPEAK_LOCK.acquire(blocking=False):
             raise RuntimeError("only one Espeak may be open per process (espeak-ng is global)")
-        lib_path, data_path = _espeak_paths()
         try:
             self._lib = lib = ctypes.CDLL(lib_path)
         except OSError as exc:

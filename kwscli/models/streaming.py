@@ -189,7 +189,7 @@ class StreamingDetector:
             weights = torch.softmax(e_w.float(), dim=-1)  # (n, w)
             pooled = torch.einsum("nw,nwh->nh", weights, g_w.float())
             logits = m.classifier(pooled.to(self.dtype)).float()
-            self.gru_out, self.energy = g[-(w - 1) :], e[-(w - 1) :]
+            self.gru_out, self.energy = (g[-(w - 1) :], e[-(w - 1) :]) if w > 1 else (g[:0], e[:0])
         self.history = hist[-(w - 1) :] if w > 1 else hist[:0]
         probs = torch.softmax(logits, dim=-1)[:, 1].double().numpy()
         # where each window looked: attention-weighted centre of its conv steps, in seconds
