@@ -126,12 +126,12 @@ def audio_files(folder: Path) -> list[Path]:
 
 def _frr(ckpt, data, detector, threshold: float) -> tuple[float | None, int]:
     """Share of the validation keyword clips the detector misses at `threshold`."""
-    from kwscli.data.speech_commands import scan_dataset
+    from kwscli.evaluate import training_split
 
     root = data or ckpt.info.get("data")
     if not root or not Path(root).is_dir():
         return None, 0
-    index = scan_dataset(root, ckpt.keyword, ckpt.info.get("split", "official"))
+    index = training_split(ckpt, root)
     positives = [index.root / index.paths[i] for i in index.splits["val"] if index.labels[i] == 1]
     missed = 0
     for p in positives:

@@ -103,6 +103,13 @@ class DataConfig(_Strict):
         "official", description="official = validation_list/testing_list; random = course 80/20."
     )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Validation share for split=random.")
+    split_seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of split=random (kept apart from train.seed, so "
+        "a student trained with another seed validates on its teacher's clips).",
+    )
 
 
 class DistillConfig(_Strict):

@@ -95,15 +95,23 @@ def load_split(
     data_path = data_path or ckpt.info.get("data")
     if not data_path:
         raise KwsError(f"{ckpt.path}: no dataset recorded in the checkpoint; pass --data DIR")
-    # "all" needs no split lists; otherwise split the way the model was trained
-    mode = "random" if split == "all" else ckpt.info.get("split", "official")
-    index = scan_dataset(data_path, ckpt.keyword, mode)
+    index = training_split(ckpt, data_path, every_clip=split == "all")
     fs = load_features(index, ckpt.features, progress=progress)
     rows = fs.subset([index.paths[i] for i in index.splits.get(split, [])])
     if len(rows) == 0:
         raise DataError(f"{data_path}: the {split!r} split is empty (try --split all)")
     return SplitData(
         str(data_path), split, fs.features[rows], fs.labels[rows].numpy(), len(fs.skipped)
+    )
+
+
+def training_split(ckpt: Checkpoint, data_path: str | Path, every_clip: bool = False):
+    """The dataset indexed and split exactly as the checkpoint's model was trained (mode, seed,
+    fraction come from its provenance). `every_clip` needs no split lists (--split all)."""
+    info = ckpt.info
+    mode = "random" if every_clip else info.get("split", "official")
+    return scan_dataset(
+        data_path, ckpt.keyword, mode, info.get("split_seed", 0), info.get("val_fraction", 0.2)
     )
 
 

@@ -39,9 +39,8 @@ def prepare_data(
     cache_dir: Path | None = None,
 ) -> PreparedData:
     """Index the dataset, load (or build) its feature cache, and pick train/val rows."""
-    index = scan_dataset(
-        cfg.data.path, cfg.data.keyword, cfg.data.split, cfg.train.seed, cfg.data.val_fraction
-    )
+    d = cfg.data
+    index = scan_dataset(d.path, d.keyword, d.split, d.split_seed, d.val_fraction)
     fs = load_features(index, cfg.features, cache_dir, progress)
     train_idx = fs.subset([index.paths[i] for i in index.splits["train"]])
     val_idx = fs.subset([index.paths[i] for i in index.splits["val"]])
@@ -74,16 +73,47 @@ def open_run_dir(cfg: RunConfig, resume: bool) -> Path:
     return run_dir
 
 
-def clear_previous_run(run_dir: Path, force: bool) -> None:
-    """Refuse to clobber a finished run unless --force (called while holding the run lock)."""
-    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+RESUMABLE_CHANGES = ("name", "runs_dir", "train.num_epochs", "train.device")
+
+
+def check_resume_settings(cfg: RunConfig, run_dir: Path) -> None:
+    """--resume continues the same run: only the epoch count and the device may change."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # killed before its config was written: nothing to compare against
+    changed = [
+        k for k in _differences(saved, cfg.model_dump(mode="json")) if k not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume with settings that differ from the run in {run_dir}: {', '.join(changed)} "
+            "(only the number of epochs and the device may change; use --name for a new run)"
+        )
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def previous_run(run_dir: Path, force: bool) -> list[Path]:
+    """The files of an earlier run here: refused unless --force, and then returned so they can
+    be removed once the new run is known to start (held under the run lock)."""
+    existing = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()]
     if existing and not force:
         raise KwsError(
-            f"{run_dir} already holds a run ({', '.join(existing)}); use --resume to continue it, "
-            "--force to replace it, or --name for a new one"
+            f"{run_dir} already holds a run ({', '.join(f.name for f in existing)}); use --resume "
+            "to continue it, --force to replace it, or --name for a new one"
         )
-    for f in existing:
-        (run_dir / f).unlink()
+    return existing
 
 
 class run_lock:
@@ -217,22 +247,29 @@ def train_model(
     """The one path every training run takes: run folder, data, model, engine."""
     engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
     run_dir = open_run_dir(cfg, resume)
+    if resume:
+        check_resume_settings(cfg, run_dir)
     with run_lock(run_dir):
         for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never the real files
             junk.unlink(missing_ok=True)
-        if not resume:
-            clear_previous_run(run_dir, force)
-        return _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress)
+        replaced = [] if resume else previous_run(run_dir, force)
+        return _train_locked(
+            cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced
+        )
 
 
-def _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress):
-    prepared = prepare_data(cfg, progress)
+def _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced):
+    prepared = prepare_data(cfg, progress)  # a data error here leaves the old run untouched
+    for f in replaced:
+        f.unlink(missing_ok=True)
     torch.manual_seed(cfg.train.seed)
     model = CRNN(cfg.model, cfg.features.n_mels)
     save_run_config(cfg, run_dir)
     info = {
         "data": str(Path(cfg.data.path).resolve()),
         "split": cfg.data.split,
+        "split_seed": cfg.data.split_seed,
+        "val_fraction": cfg.data.val_fraction,
         "train": cfg.train.model_dump(mode="json"),
         **info,
     }
@@ -338,6 +375,8 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
             "keyword": teacher.keyword,
             "path": teacher.info.get("data", "data/synth"),
             "split": teacher.info.get("split", "official"),
+            "split_seed": teacher.info.get("split_seed", 0),
+            "val_fraction": teacher.info.get("val_fraction", 0.2),
         },
         "model": dict(STUDENT_DEFAULTS),
         "distill": {},

@@ -304,3 +304,66 @@ def test_help_texts_keep_their_bracketed_defaults():
     res = runner.invoke(app, ["detect", "--help"])
     assert res.exit_code == 0
     assert "bundled" in res.output and "model's" in res.output
+
+
+def test_evaluate_scores_the_very_val_set_training_used_random_split(tiny_dataset, tmp_path):
+    """A random split is re-created from the checkpoint (mode, split seed, fraction), whatever
+    the training seed: evaluate's val au_fa_fr equals the one training recorded, exactly."""
+    res = kws(
+        "teacher",
+        "--data",
+        tiny_dataset,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+        "--split",
+        "random",
+        "--seed",
+        "7",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--hidden-size",
+        "8",
+    )
+    assert res.exit_code == 0, res.output
+    model = tmp_path / "r" / "model.pt"
+    recorded = torch.load(model, weights_only=True)["metrics"]["val_au_fa_fr"]
+    (report,) = json.loads(kws("evaluate", model, "--json", "--no-latency").stdout)
+    assert report["au_fa_fr"] == recorded
+    assert report["clips"] == round(180 * 0.2)  # the 20 % val share of the 180 clips
+
+
+def test_resume_refuses_changed_settings_but_allows_more_epochs(tiny_dataset, tmp_path):
+    base = [
+        "teacher",
+        "--data",
+        tiny_dataset,
+        "--runs-dir",
+        tmp_path,
+        "--name",
+        "r",
+        "--batch-size",
+        "32",
+        "--hidden-size",
+        "8",
+        "--no-augment",
+    ]
+    assert kws(*base, "--epochs", "1").exit_code == 0
+    res = kws(*base[:-3], "--hidden-size", "12", "--no-augment", "--epochs", "2", "--resume")
+    assert res.exit_code == 2 and "model.hidden_size" in res.output, res.output
+    assert kws(*base, "--epochs", "2", "--resume").exit_code == 0
+
+
+def test_force_with_bad_data_keeps_the_previous_run(trained_teacher, tmp_path):
+    import shutil
+
+    shutil.copytree(trained_teacher.parent, tmp_path / "t")
+    before = (tmp_path / "t" / "model.pt").read_bytes()
+    res = kws(
+        "teacher", "--data", tmp_path / "missing", "--runs-dir", tmp_path, "--name", "t", "--force"
+    )
+    assert res.exit_code == 1 and "dataset folder not found" in res.output
+    assert (tmp_path / "t" / "model.pt").read_bytes() == before
