@@ -291,16 +291,23 @@ def evaluate(
     latency: Annotated[
         bool, typer.Option("--latency/--no-latency", help="Measure CPU latency per 1 s clip.")
     ] = True,
+    far: Annotated[
+        list[float] | None,
+        typer.Option(help="False-alarm rate(s) to report the FRR at (default: 0.001 0.01 0.05)."),
+    ] = None,
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
-    from kwscli.evaluate import Targets, check_targets, evaluate_checkpoint
+    from kwscli.evaluate import DEFAULT_FARS, Targets, check_targets, evaluate_checkpoint
     from kwscli.files import ensure_folder
     from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
 
     if plot:
         ensure_folder(plot.parent)  # before the work, not after it
 
-    reports = [evaluate_checkpoint(m, data, split, latency=latency) for m in models]
+    fars = tuple(far) if far else DEFAULT_FARS
+    if any(not 0 <= x <= 1 for x in fars):
+        raise ConfigError(f"--far {list(fars)}: false-alarm rates are between 0 and 1")
+    reports = [evaluate_checkpoint(m, data, split, fars, latency=latency) for m in models]
     base = None
     if baseline is not None:
         base = evaluate_checkpoint(baseline, data, split, latency=False)

@@ -342,9 +342,10 @@ class PlottingCallbacks:
 
 
 def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig, list[str]]:
-    """Resolve a student's settings: its features, keyword, data and split come from the teacher
-    checkpoint (asking for different ones is an error, not a silent mismatch); its model defaults
-    to the user's final student of SPEC §1. Returns the config and any warnings."""
+    """Resolve a student's settings: its features and keyword are the teacher's (asking for
+    different ones is an error, not a silent mismatch); its dataset and split default to the
+    teacher's, so it validates on the same clips; its model defaults to the user's final student
+    of SPEC §1. Returns the config and any warnings."""
     from kwscli.config import (
         STUDENT_DEFAULTS,
         build_config,
