@@ -6,6 +6,7 @@ torchaudio is used for transforms only (resampling, MelSpectrogram).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ SAMPLE_RATE = 16_000
 CLIP_SECONDS = 1.0
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 LOG_FLOOR = 1e-9  # log(clamp(x, 1e-9, 1e9)) as in the course
+LOG_FLOOR_LOG = math.log(LOG_FLOOR)  # the log-mel value of digital silence
 
 
 def load_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -76,11 +78,6 @@ def fit_clip(audio: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
     if len(audio) >= length:
         return audio[:length]
     return np.pad(audio, (0, length - len(audio)))
-
-
-def num_frames(num_samples: int, hop_length: int) -> int:
-    """Frames MelSpectrogram(center=True) gives for `num_samples`: 16000 samples → 101 frames."""
-    return num_samples // hop_length + 1
 
 
 def mel_power(waveform: torch.Tensor, features) -> torch.Tensor:

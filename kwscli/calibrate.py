@@ -48,14 +48,14 @@ def calibrate(
     state: str = "window",
     force: bool = False,
 ) -> Calibration:
-    from kwscli.compress import check_writable
+    from kwscli.files import check_output
 
     check_state(state)
     if fa_per_hour < 0:
         raise ConfigError(f"--fa-per-hour {fa_per_hour}: must be ≥ 0")
     ckpt = load_checkpoint(model_path)
     out = Path(out) if out else Path(model_path).with_suffix(".calibrated.pt")
-    check_writable(out, force)
+    check_output(out, force)
     files = audio_files(Path(negatives))
     detector = make_detector(ckpt, state)
     traces, skipped, seconds = [], [], 0.0

@@ -10,7 +10,6 @@ available, the same checkpoint runs as a weight-only int8 model (weights dequant
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from kwscli.checkpoint import Checkpoint, load_weights
 from kwscli.errors import CheckpointError, ConfigError, KwsError
+from kwscli.files import check_output
 from kwscli.models.crnn import CRNN
 
 INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
@@ -181,7 +181,7 @@ def compress_checkpoint(
             f"({src.info.get('source', {}).get('path') or 'its teacher/student .pt'})"
         )
     out = Path(out) if out else Path(path).with_suffix(f".{kind}.pt")
-    check_writable(out, force)
+    check_output(out, force)
     converted = to_int8(src) if kind == "int8" else to_fp16(src)
     report = compare_compressed(src, converted, out, data, tolerance=tolerance)
     if report.au_fa_fr_after is not None:
@@ -191,16 +191,3 @@ def compress_checkpoint(
         }
     save_checkpoint(converted, out)
     return report
-
-
-def check_writable(out: Path, force: bool) -> None:
-    """Refuse, before any work, to overwrite without --force or to write where we cannot."""
-    if out.is_dir():
-        raise KwsError(f"{out}: is a folder; give a file name with --out")
-    if out.exists() and not force:
-        raise KwsError(f"{out} already exists; use --force to replace it or --out for a new file")
-    parent = out.parent
-    if not parent.is_dir():
-        raise KwsError(f"{parent}: no such folder for the output")
-    if not os.access(parent, os.W_OK):
-        raise KwsError(f"{parent}: not writable; choose another place with --out")

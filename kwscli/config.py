@@ -112,11 +112,14 @@ class DataConfig(_Strict):
     )
 
 
+LOSSES = ("mse", "ce", "kl")  # the logit losses of kwscli/distill.py
+
+
 class DistillConfig(_Strict):
     """How a student learns from its teacher (see kwscli/distill.py for each formula)."""
 
     teacher: str = Field("runs/teacher/model.pt", description="Teacher checkpoint.")
-    loss: Literal["mse", "ce", "kl"] = Field("kl", description="Logit loss: mse, ce or kl.")
+    loss: Literal[LOSSES] = Field("kl", description="Logit loss: mse, ce or kl.")
     temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T (ce, kl).")
     alpha: float = Field(1.0, ge=0, le=1, description="alpha*distill + (1-alpha)*CE(labels).")
     attention_weight: float = Field(

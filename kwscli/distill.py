@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("mse", "ce", "kl")
+from kwscli.config import LOSSES
 
 
 class MSELogits(nn.Module):

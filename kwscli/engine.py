@@ -68,7 +68,6 @@ class TrainResult:
     best_epoch: int
     best_au_fa_fr: float
     checkpoint: Path
-    stopped_early: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ from kwscli.data.features import load_features
 from kwscli.data.speech_commands import scan_dataset
 from kwscli.engine import predict_logits
 from kwscli.errors import ConfigError, DataError, KwsError
+from kwscli.models.crnn import count_parameters
 
 DEFAULT_FARS = (0.001, 0.01, 0.05)
 SPLITS = ("val", "test", "train", "all")
@@ -40,7 +41,7 @@ def model_cost(ckpt: Checkpoint, model: torch.nn.Module | None = None) -> Cost:
     counted = float_equivalent(ckpt) if ckpt.kind == "int8" else model
     f = ckpt.features
     return Cost(
-        params=sum(p.numel() for p in counted.parameters()),
+        params=count_parameters(counted),
         size_bytes=metrics.size_bytes(model),
         macs_1s=metrics.count_macs(counted, f.n_mels, f.frames(1.0)),
         macs_2s=metrics.count_macs(counted, f.n_mels, f.frames(2.0)),
@@ -243,7 +244,7 @@ def compare_compressed(
         source=str(src.path),
         output=str(out_path),
         kind=out.kind,
-        size_before=model_cost(src, src_model).size_bytes,
+        size_before=metrics.size_bytes(src_model),  # the same measure model_cost uses
         size_after=cost.size_bytes,
         macs_2s=cost.macs_2s,
         data=None,

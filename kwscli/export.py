@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kwscli.audio import LOG_FLOOR
+from kwscli.audio import LOG_FLOOR_LOG
 from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
 from kwscli.errors import KwsError
 from kwscli.models.crnn import AttentionPooling
@@ -44,7 +44,7 @@ class StreamingKWS(nn.Module):
         window, fb = mel_constants(f)
         self.register_buffer("stft_window", window)
         self.register_buffer("mel_fb", fb)  # (freqs, n_mels)
-        self.log_floor = math.log(LOG_FLOOR)
+        self.log_floor = LOG_FLOOR_LOG
         width = model.gru.input_size
         self.register_buffer("pending", torch.zeros(0))
         self.register_buffer("frames", torch.zeros(f.n_mels, 0))
@@ -89,8 +89,7 @@ def export_torchscript(
     path: str | Path, out: str | Path | None = None, force: bool = False
 ) -> Path:
     """Write MODEL.streaming.ts beside the checkpoint (or `out`)."""
-    from kwscli.compress import check_writable
-    from kwscli.files import atomic_write
+    from kwscli.files import atomic_write, check_output
 
     ckpt = load_checkpoint(path)
     if ckpt.kind == "int8":
@@ -99,7 +98,7 @@ def export_torchscript(
             "export the float or fp16 model it came from"
         )
     out = Path(out) if out else Path(path).with_suffix(".streaming.ts")
-    check_writable(out, force)
+    check_output(out, force)
     import warnings
 
     # TorchScript is deprecated upstream, yet it is still the one format that carries a stateful
@@ -147,8 +146,7 @@ class WindowScorer(nn.Module):
 
 def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write MODEL.window.onnx: a stateless window scorer (see `WindowScorer`)."""
-    from kwscli.compress import check_writable
-    from kwscli.files import atomic_write
+    from kwscli.files import atomic_write, check_output
 
     ckpt = load_checkpoint(path)
     if ckpt.kind == "int8":
@@ -161,7 +159,7 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
     except ImportError:
         raise KwsError("ONNX export needs the onnx package: pip install 'kws[onnx]'") from None
     out = Path(out) if out else Path(path).with_suffix(".window.onnx")
-    check_writable(out, force)
+    check_output(out, force)
     scorer = WindowScorer(ckpt).eval()
     example = torch.zeros(1, scorer.window_samples)
     with warnings.catch_warnings(), atomic_write(out) as tmp:

@@ -67,3 +67,18 @@ def ensure_folder(folder: str | os.PathLike) -> Path:
     if not os.access(folder, os.W_OK):
         raise KwsError(f"{folder}: not writable; choose another place")
     return folder
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse, before any work, to overwrite without --force or to write where we cannot."""
+    from kwscli.errors import KwsError as _err
+
+    if out.is_dir():
+        raise _err(f"{out}: is a folder; give a file name with --out")
+    if out.exists() and not force:
+        raise _err(f"{out} already exists; use --force to replace it or --out for a new file")
+    parent = out.parent
+    if not parent.is_dir():
+        raise _err(f"{parent}: no such folder for the output")
+    if not os.access(parent, os.W_OK):
+        raise _err(f"{parent}: not writable; choose another place with --out")

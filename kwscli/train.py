@@ -21,7 +21,7 @@ from kwscli.data.features import FeatureSet, load_features
 from kwscli.data.speech_commands import DatasetIndex, scan_dataset
 from kwscli.errors import ConfigError, KwsError
 from kwscli.files import atomic_write
-from kwscli.models.crnn import CRNN
+from kwscli.models.crnn import CRNN, count_parameters
 
 RUN_FILES = ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json")
 
@@ -326,7 +326,6 @@ class PlottingCallbacks:
     def __init__(self, inner: engine.Callbacks | None, run_dir: Path) -> None:
         self.inner = inner or engine.NoCallbacks()
         self.run_dir = run_dir
-        self.history: list[engine.EpochRecord] = []
 
     def on_start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
         self.inner.on_start(epochs, steps_per_epoch, start_epoch)
@@ -386,7 +385,7 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
     if "name" not in asked:
         cfg.name = default_student_name(cfg)
     warnings = []
-    student_params = sum(p.numel() for p in CRNN(cfg.model, cfg.features.n_mels).parameters())
+    student_params = count_parameters(CRNN(cfg.model, cfg.features.n_mels))
     teacher_params = sum(t.numel() for t in teacher.state_dict.values())
     if student_params >= teacher_params:
         warnings.append(

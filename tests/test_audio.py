@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from kwscli.audio import fit_clip, load_wav, log_mel, num_frames, write_wav
+from kwscli.audio import fit_clip, load_wav, log_mel, write_wav
 from kwscli.config import FeatureConfig
 from kwscli.errors import AudioError
 
@@ -160,9 +160,9 @@ def test_log_mel_matches_torchaudio_course_recipe():
 @pytest.mark.parametrize("samples", [400, 1000, 16_000, 16_159, 16_160, 32_000])
 def test_num_frames_agrees_with_log_mel_shape(samples):
     x = torch.zeros(1, samples)
-    assert log_mel(x, FeatureConfig()).shape[-1] == num_frames(samples, 160)
+    assert log_mel(x, FeatureConfig()).shape[-1] == FeatureConfig().frames(samples / 16_000)
 
 
 def test_num_frames_of_one_and_two_seconds():
-    assert num_frames(16_000, 160) == 101
-    assert num_frames(32_000, 160) == 201
+    assert FeatureConfig().frames(1.0) == 101
+    assert FeatureConfig().frames(2.0) == 201

@@ -370,8 +370,9 @@ def test_force_with_bad_data_keeps_the_previous_run(trained_teacher, tmp_path):
 
 
 def test_evaluate_reports_frr_at_the_false_alarm_rates_asked(trained_teacher):
-    res = kws("evaluate", trained_teacher, "--far", "0.02", "--far", "0.2", "--json",
-              "--no-latency")
+    res = kws(
+        "evaluate", trained_teacher, "--far", "0.02", "--far", "0.2", "--json", "--no-latency"
+    )
     assert res.exit_code == 0, res.output
     (report,) = json.loads(res.stdout)
     assert [op["target_far"] for op in report["operating_points"]] == [0.02, 0.2]

@@ -12,11 +12,9 @@ approximation here; gain is exact (P(g·x) = g²·P(x)). SNR uses each clip's wa
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from kwscli.audio import LOG_FLOOR
+from kwscli.audio import LOG_FLOOR, LOG_FLOOR_LOG
 
 GAUSSIAN_STD = 0.01
 GAIN = 0.25
@@ -42,7 +40,7 @@ class FeatureAugmenter:
         self, logmel: torch.Tensor, energy: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
         b = logmel.shape[0]
-        floor = math.log(LOG_FLOOR)
+        floor = LOG_FLOOR_LOG
         power = torch.where(logmel <= floor, torch.zeros_like(logmel), logmel.exp())  # (B, F, T)
         choice = torch.randint(0, 4, (b,), generator=gen)
         if self.noise_power is None:

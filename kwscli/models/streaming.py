@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kwscli.audio import LOG_FLOOR
+from kwscli.audio import LOG_FLOOR_LOG
 from kwscli.config import FeatureConfig
 
 
@@ -121,7 +121,7 @@ class StreamingDetector:
         f = self.features
         self.logmel.reset()
         # frames not yet consumed by a conv step, primed with a window of silence
-        self.frames = torch.full((f.n_mels, self.window_frames - self.stride_t), np_log_floor())
+        self.frames = torch.full((f.n_mels, self.window_frames - self.stride_t), LOG_FLOOR_LOG)
         self.conv_steps = 0  # conv steps computed so far (silence prefix included)
         self.history = torch.zeros(0, self._conv_width())  # last `window` conv outputs
         self.gru_out = None  # carry mode: last `window` GRU outputs and their energies
@@ -204,10 +204,6 @@ class StreamingDetector:
         prefix = self.window_frames - self.stride_t
         centre_frame = steps * self.stride_t + (self.kernel_t - 1) / 2 - prefix
         return (centre_frame * f.hop_length + f.n_fft / 2) / f.sample_rate
-
-
-def np_log_floor() -> float:
-    return float(np.log(LOG_FLOOR))
 
 
 def _left_pad(x: torch.Tensor, k: int, value: float = 0.0) -> torch.Tensor:
