@@ -168,6 +168,10 @@ def detect_file(
             times.append(out.times)
             probs.append(out.probs)
             focus.append(out.focus)
+        out = detector.flush()  # the file's last moments, scored with silence after them
+        times.append(out.times)
+        probs.append(out.probs)
+        focus.append(out.focus)
     except AudioError as exc:
         result.error = str(exc)
         return result
@@ -181,6 +185,9 @@ def detect_file(
     t, p, c = (np.concatenate(x) if x else np.zeros(0) for x in (times, probs, focus))
     window_s = detector.window_frames * detector.features.hop_length / detector.features.sample_rate
     result.detections = find_detections(t, p, c, threshold, refractory, window_s)
+    for d in result.detections:  # the flush's windows reach past the end of the file
+        d.end = min(d.end, result.duration)
+        d.time = min(d.time, d.end)
     if keep_trace:
         result.times, result.probs = t, p
     return result

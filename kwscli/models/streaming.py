@@ -117,6 +117,12 @@ class StreamingDetector:
         self.logmel = LogMelStream(features)
         self.reset()
 
+    def flush(self) -> StreamOutput:
+        """End of stream: feed half a window of silence, so a keyword in the last moments is
+        scored in mid-window, as training saw words followed by silence."""
+        f = self.features
+        return self.process(np.zeros(self.window_frames * f.hop_length // 2, np.float32))
+
     def reset(self) -> None:
         f = self.features
         self.logmel.reset()
