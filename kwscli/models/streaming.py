@@ -3,8 +3,9 @@
 Audio of any chunk size goes in; one P(keyword) comes out per conv time step (every `stride_t`
 frames: 80 ms for the teacher). Each conv step is computed once: a frame buffer keeps only the
 frames the next conv step still needs (the receptive field), so chunk boundaries never change the
-result. The stream starts as if preceded by `window` frames of digital silence — the padding the
-model saw in training — so the first word of a file is scored with a full window.
+result. The stream starts as if preceded by a window of digital silence (the log floor, as in the
+zero padding of training clips), so the first word of a file is scored with a full window, and
+`flush()` ends it with half a window of silence, so the last word is too.
 
 Two ways to run the GRU, both giving exactly what the offline model gives on the same frames:
 - state="window" (default): every output is the model applied to the last `window` frames, GRU
