@@ -256,10 +256,10 @@ def distill(
 
 
 def _train(fn, cfg, resume: bool, force: bool) -> None:
-    from kwscli.report import CountProgress, TrainingProgress, console
+    from kwscli.report import TrainingProgress, console
 
-    with CountProgress("log-mel cache") as progress, TrainingProgress() as callbacks:
-        result = fn(cfg, resume, force, callbacks, progress)
+    with TrainingProgress() as shown:
+        result = fn(cfg, resume, force, shown, shown.cache)
     skipped = result.extras.get("skipped") or []
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable files, e.g. {skipped[0]}")

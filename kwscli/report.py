@@ -21,12 +21,14 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class TrainingProgress:
-    """Engine callbacks drawn as a rich progress bar with live loss, one line per epoch."""
+    """Engine callbacks drawn as a rich progress bar with live loss, one line per epoch; also the
+    feature cache's `progress(done, total)`, in the same display (rich allows one live display)."""
 
     def __init__(self, console: Console = console) -> None:
         self.console = console
         self.progress = None
         self.task = None
+        self.cache_task = None
 
     def __enter__(self) -> TrainingProgress:
         from rich.progress import (
@@ -39,10 +41,10 @@ class TrainingProgress:
         )
 
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            TextColumn("[bold]{task.fields[what]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[loss]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -55,14 +57,26 @@ class TrainingProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
+    def cache(self, done: int, total: int | None) -> None:
+        """The log-mel cache being built (first run on a dataset only)."""
+        if self.cache_task is None:
+            self.cache_task = self.progress.add_task(
+                "cache", total=total, what="log-mel cache", loss=""
+            )
+        self.progress.update(self.cache_task, completed=done, total=total)
+
     def on_start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
         self.epochs = epochs
+        if self.cache_task is not None:
+            self.progress.remove_task(self.cache_task)
         self.task = self.progress.add_task(
-            "train", total=steps_per_epoch, epoch=start_epoch, loss=math.nan
+            "train", total=steps_per_epoch, what=f"epoch {start_epoch}/{epochs}", loss=""
         )
 
     def on_step(self, epoch: int, step: int, loss: float) -> None:
-        self.progress.update(self.task, completed=step, epoch=f"{epoch}/{self.epochs}", loss=loss)
+        self.progress.update(
+            self.task, completed=step, what=f"epoch {epoch}/{self.epochs}", loss=f"loss {loss:.4f}"
+        )
 
     def on_epoch_end(self, r) -> None:
         mark = " [green]best[/]" if r.best else ""
