@@ -359,3 +359,13 @@ def test_evaluate_reports_frr_at_the_false_alarm_rates_asked(trained_teacher):
     assert all(op["far"] <= op["target_far"] for op in report["operating_points"])
     bad = kws("evaluate", trained_teacher, "--far", "2")
     assert bad.exit_code == 2 and "between 0 and 1" in bad.output
+
+
+@pytest.mark.parametrize("example", ["teacher.yaml", "student.yaml"])
+def test_example_configs_validate(example, trained_teacher):
+    path = Path(__file__).resolve().parents[1] / "examples" / example
+    cmd = "teacher" if example == "teacher.yaml" else "distill"
+    extra = [] if cmd == "teacher" else ["--teacher", trained_teacher]
+    res = kws(cmd, "--config", path, *extra, "--print-config")
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load(res.stdout)["name"] == yaml.safe_load(path.read_text())["name"]
