@@ -118,6 +118,9 @@ Bidir = Annotated[
 PrintConfig = Annotated[
     bool, typer.Option("--print-config", help="Print the resolved config and exit.")
 ]
+LrSchedule = Annotated[
+    str | None, typer.Option(help="constant, or cosine (decay to 0 over the epochs).")
+]
 Amp = Annotated[
     bool | None,
     typer.Option("--amp/--no-amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU)."),
@@ -151,6 +154,7 @@ def _overrides(**kw) -> dict:
             "augment": kw.get("augment"),
             "epoch_size": kw.get("epoch_size"),
             "amp": kw.get("amp"),
+            "lr_schedule": kw.get("lr_schedule"),
         },
         "distill": {
             "teacher": kw.get("teacher"),
@@ -177,6 +181,7 @@ def teacher(
     epoch_size: EpochSize = None,
     batch_size: BatchSize = None,
     lr: LR = None,
+    lr_schedule: LrSchedule = None,
     weight_decay: WeightDecay = None,
     seed: Seed = None,
     device: Device = None,
@@ -227,6 +232,7 @@ def distill(
     epoch_size: EpochSize = None,
     batch_size: BatchSize = None,
     lr: LR = None,
+    lr_schedule: LrSchedule = None,
     weight_decay: WeightDecay = None,
     seed: Seed = None,
     device: Device = None,

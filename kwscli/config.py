@@ -92,6 +92,9 @@ class TrainConfig(_Strict):
     epoch_size: int | None = Field(
         None, ge=1, description="Clips drawn per epoch (default: the training-set size)."
     )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="constant, or cosine decay from learning_rate to 0 over the epochs."
+    )
 
 
 class DataConfig(_Strict):

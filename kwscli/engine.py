@@ -60,6 +60,7 @@ class EpochRecord:
     val_accuracy: float
     seconds: float
     best: bool = False
+    lr: float = 0.0  # the learning rate this epoch ran at
 
 
 @dataclass
@@ -154,8 +155,19 @@ class _Loop:
         self.best = (state["best_au_fa_fr"], state["best_epoch"])
         self.epoch = state["epoch"]
 
+    def learning_rate(self, epoch: int) -> float:
+        """The rate for `epoch` (1-based): derived from the epoch alone, so resuming needs no
+        scheduler state."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "cosine":
+            return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.num_epochs))
+        return cfg.learning_rate
+
     def run_epoch(self, cb: Callbacks) -> EpochRecord:
         epoch, cfg, data = self.epoch + 1, self.cfg, self.data
+        lr = self.learning_rate(epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         t0 = time.perf_counter()
         self.model.train()
         draw = torch.multinomial(self.weights, self.epoch_size, True, generator=self.gen)
@@ -167,6 +179,7 @@ class _Loop:
             total += loss * len(rows)
             cb.on_step(epoch, step + 1, loss)
         record = self.validate(epoch, total / len(order), t0)
+        record.lr = lr
         self.save(record)
         return record
 

@@ -66,11 +66,19 @@ def run(
     augment=noisy,
     init_seed: int = 0,
     callbacks=None,
+    lr_schedule: str = "constant",
 ):
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(init_seed)
     model = CRNN(SMALL, N_MELS)
-    cfg = TrainConfig(batch_size=12, num_epochs=epochs, seed=seed, device="cpu", learning_rate=1e-2)
+    cfg = TrainConfig(
+        batch_size=12,
+        num_epochs=epochs,
+        seed=seed,
+        device="cpu",
+        learning_rate=1e-2,
+        lr_schedule=lr_schedule,
+    )
 
     def make_checkpoint(metrics):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -205,3 +213,16 @@ def test_predict_without_labels_and_on_nothing():
     assert probs.shape == (3,) and loss == 0.0
     empty, _ = predict(model, torch.zeros(0, N_MELS, FRAMES))
     assert empty.shape == (0,)
+
+
+def test_cosine_schedule_decays_the_rate_per_epoch_and_records_it(tmp_path):
+    """lr_schedule=cosine: epoch e runs at lr*(1+cos(pi*(e-1)/E))/2, written to the history; a
+    resumed run follows the same schedule."""
+    result, _ = run(tmp_path / "c", 4, lr_schedule="cosine")
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert [r.lr for r in result.history] == pytest.approx(expected)
+    run(tmp_path / "d", 2, lr_schedule="cosine")  # stopped after 2 of 2 ...
+    resumed, _ = run(tmp_path / "d", 4, resume=True, lr_schedule="cosine")  # ... then 4
+    assert [r.lr for r in resumed.history][2:] == pytest.approx(expected[2:])
+    const, _ = run(tmp_path / "k", 2)
+    assert [r.lr for r in const.history] == [1e-2, 1e-2]
