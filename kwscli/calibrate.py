@@ -69,7 +69,7 @@ def calibrate(
     if seconds == 0:
         raise DataError(f"{negatives}: none of its {len(files)} audio files could be read")
     hours = seconds / 3600
-    window_s = detector.window_frames * ckpt.features.hop_length / ckpt.features.sample_rate
+    window_s = detector.window_seconds
 
     def false_alarms(t: float) -> int:  # (the focus argument only places detections: unused)
         return sum(len(find_detections(ts, ps, ts, t, REFRACTORY_S, window_s)) for ts, ps in traces)

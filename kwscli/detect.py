@@ -175,15 +175,12 @@ def detect_file(
     except AudioError as exc:
         result.error = str(exc)
         return result
-    if (
-        result.duration
-        < detector.window_frames * detector.features.hop_length / detector.features.sample_rate
-    ):
+    if result.duration < detector.window_seconds:
         result.notes.append(
             f"only {result.duration:.2f} s of audio: scored as one window padded with silence"
         )
     t, p, c = (np.concatenate(x) if x else np.zeros(0) for x in (times, probs, focus))
-    window_s = detector.window_frames * detector.features.hop_length / detector.features.sample_rate
+    window_s = detector.window_seconds
     result.detections = find_detections(t, p, c, threshold, refractory, window_s)
     for d in result.detections:  # the flush's windows reach past the end of the file
         d.end = min(d.end, result.duration)
@@ -324,7 +321,7 @@ def detect_files(
         "threshold": threshold,
         "threshold_from": source,
         "state": state,
-        "window_s": detector.window_frames * f.hop_length / f.sample_rate,
+        "window_s": detector.window_seconds,
         "step_s": detector.stride_t * detector.step * f.hop_length / f.sample_rate,
         "refractory_s": REFRACTORY_S,
     }

@@ -118,6 +118,11 @@ class StreamingDetector:
         self.logmel = LogMelStream(features)
         self.reset()
 
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of audio one output looks at."""
+        return self.window_frames * self.features.hop_length / self.features.sample_rate
+
     def flush(self) -> StreamOutput:
         """End of stream: feed half a window of silence, so a keyword in the last moments is
         scored in mid-window, as training saw words followed by silence."""
