@@ -8,6 +8,8 @@ callbacks, and the CLI draws the progress bar.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -98,8 +100,11 @@ def train(
     cb = callbacks or NoCallbacks()
     cb.on_start(cfg.num_epochs, loop.steps, loop.epoch + 1)
     try:
-        while loop.epoch < cfg.num_epochs:
-            cb.on_epoch_end(loop.run_epoch(cb))
+        with StopOnCtrlC() as stop:
+            loop.stop = stop
+            while loop.epoch < cfg.num_epochs:
+                stop.check()  # a Ctrl-C during the last epoch's saving and plotting
+                cb.on_epoch_end(loop.run_epoch(cb))
     except KeyboardInterrupt:
         done = (
             f"epochs 1-{loop.epoch} are saved in {run_dir / LAST}"
@@ -111,6 +116,39 @@ def train(
             "and --resume"
         ) from None
     return TrainResult(loop.history, loop.best[1], loop.best[0], run_dir / BEST)
+
+
+class StopOnCtrlC:
+    """Ctrl-C during training finishes the current step, then stops the run cleanly.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be. Inside an import of a
+    C extension (matplotlib's, on the first plot) or a module's class body that leaves the
+    interpreter broken: an ImportError or RuntimeError instead of the interrupt, or an exit by
+    SIGINT (-2) or abort at shutdown. So the first Ctrl-C only sets a flag, which the loop checks
+    between steps (`check()` raises KeyboardInterrupt there); a second Ctrl-C interrupts at once.
+    Outside the main thread, where signal handlers cannot be set, Python's default is left alone.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _Loop:
@@ -142,6 +180,7 @@ class _Loop:
         self.weights = (1.0 / counts)[labels]  # class-balanced, as the course's sampler
         self.epoch_size = cfg.epoch_size or len(data.train_idx)
         self.steps = math.ceil(self.epoch_size / cfg.batch_size)
+        self.stop = StopOnCtrlC()  # replaced by the active one while train() runs
 
     def restore(self) -> None:
         state = torch.load(self.run_dir / LAST, map_location="cpu", weights_only=True)
@@ -178,6 +217,7 @@ class _Loop:
             loss = self.step(rows, epoch, step + 1)
             total += loss * len(rows)
             cb.on_step(epoch, step + 1, loss)
+            self.stop.check()
         record = self.validate(epoch, total / len(order), t0)
         record.lr = lr
         self.save(record)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import FeatureConfig, ModelConfig, TrainConfig
 from kwscli.engine import TrainData, predict, train
-from kwscli.errors import KwsError
+from kwscli.errors import Interrupted, KwsError
 from kwscli.models.crnn import CRNN
 
 SMALL = ModelConfig(cnn_out_channels=2, hidden_size=8)  # 2 GRU layers: dropout draws from torch
@@ -226,3 +228,43 @@ def test_cosine_schedule_decays_the_rate_per_epoch_and_records_it(tmp_path):
     assert [r.lr for r in resumed.history][2:] == pytest.approx(expected[2:])
     const, _ = run(tmp_path / "k", 2)
     assert [r.lr for r in const.history] == [1e-2, 1e-2]
+
+
+class CtrlCInEpochEnd(Recorder):
+    """Presses Ctrl-C (a real SIGINT to this process) while the epoch-end work runs, then keeps
+    working: under Python's default handler the KeyboardInterrupt would land inside this method."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = []
+
+    def on_epoch_end(self, record):
+        super().on_epoch_end(record)
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(10_000))  # plenty of bytecode boundaries for a pending handler to run at
+        self.finished.append(record.epoch)
+
+
+def test_ctrl_c_during_epoch_end_work_lets_it_finish_then_stops(tmp_path):
+    cb = CtrlCInEpochEnd()
+    with pytest.raises(Interrupted, match=r"epoch 2: epochs 1-1 are saved"):
+        run(tmp_path / "r", epochs=3, callbacks=cb)
+    assert cb.finished == [1]  # the epoch-end work was not cut short
+    assert [r["epoch"] for r in json.loads((tmp_path / "r" / "history.json").read_text())] == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+
+
+class CtrlCTwice(Recorder):
+    def on_step(self, epoch, step, loss):
+        super().on_step(epoch, step, loss)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(10_000))
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
+    cb = CtrlCTwice()
+    with pytest.raises(Interrupted, match="no epoch finished yet"):
+        run(tmp_path / "r", epochs=2, callbacks=cb)
+    assert cb.steps == [(1, 1)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
