@@ -38,6 +38,12 @@ class Checkpoint:
     created: str = ""
     path: Path | None = None
 
+    @property
+    def label(self) -> str:
+        """The kind, with an int8 model's conv precision where it is not float32."""
+        conv = self.info.get("int8", {}).get("conv", "float") if self.kind == "int8" else "float"
+        return self.kind if conv == "float" else f"{self.kind} (conv {conv})"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

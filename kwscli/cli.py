@@ -344,9 +344,12 @@ def quantize(
     ] = 0.1,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     json_out: JsonOut = False,
+    conv: Annotated[
+        str, typer.Option(help="The conv layer: float (kept float32), int8 or fp16.")
+    ] = "float",
 ) -> None:
     """int8 GRU and Linear weights (dynamic quantization); reports what changed."""
-    _compress("int8", model, out, data, tolerance, force, json_out)
+    _compress("int8", model, out, data, tolerance, force, json_out, conv)
 
 
 @app.command()
@@ -364,11 +367,11 @@ def fp16(
     _compress("fp16", model, out, data, tolerance, force, json_out)
 
 
-def _compress(kind, model, out, data, tolerance, force, json_out) -> None:
+def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") -> None:
     from kwscli.compress import compress_checkpoint
     from kwscli.report import compression_table, console, print_json
 
-    result = compress_checkpoint(model, kind, out, data, tolerance, force)
+    result = compress_checkpoint(model, kind, out, data, tolerance, force, conv)
     if result is None:
         console.print(f"{model} is already {kind}: nothing to do")
         return

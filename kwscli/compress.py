@@ -5,6 +5,9 @@ activations quantized on the fly) where the installed torch has it. The checkpoi
 weights with their scale and zero point as plain tensors — never a pickled module — and rebuilding
 puts exactly those integers back into a freshly quantized model. Where dynamic quantization is not
 available, the same checkpoint runs as a weight-only int8 model (weights dequantized on load).
+
+The conv layer of an int8 model stays float32 by default (`conv="float"`); `conv="int8"` quantizes
+it dynamically too, `conv="fp16"` keeps it in half precision in front of the int8 GRU/Linear.
 """
 
 from __future__ import annotations
@@ -19,17 +22,27 @@ from torch import nn
 from kwscli.checkpoint import Checkpoint, load_weights
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.files import check_output
-from kwscli.models.crnn import CRNN
+from kwscli.models.crnn import CRNN, HalfPrecision
 
 INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
+CONV_MODES = ("float", "int8", "fp16")
 
 
-def _quantize_dynamic(model: nn.Module) -> nn.Module:
-    from torch.ao.quantization import quantize_dynamic
+def _quantize_dynamic(model: nn.Module, conv: str = "float") -> nn.Module:
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    from torch.ao.quantization.quantization_mappings import (
+        DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS,
+    )
 
+    layers = {nn.GRU: default_dynamic_qconfig, nn.Linear: default_dynamic_qconfig}
+    mapping = dict(DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS)
+    if conv == "int8":  # not in torch's default mapping, but torch has the module
+        layers[nn.Conv2d] = default_dynamic_qconfig
+        mapping[nn.Conv2d] = nnqd.Conv2d
     with warnings.catch_warnings():  # deprecated in favour of torchao, which has no GRU
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.GRU, nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, layers, dtype=torch.qint8, mapping=mapping)
 
 
 def dynamic_int8_available() -> bool:
@@ -40,12 +53,15 @@ def dynamic_int8_available() -> bool:
         return False
 
 
-def to_int8(ckpt: Checkpoint) -> Checkpoint:
-    """int8 checkpoint of a float one: GRU and Linear weights as int8 + per-tensor scale."""
+def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
+    """int8 checkpoint of a float one: GRU and Linear weights as int8 + per-tensor scale; the conv
+    as float32, int8 or fp16 (`conv`)."""
     from kwscli.checkpoint import build_model
 
+    if conv not in CONV_MODES:
+        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
     float_model = build_model(ckpt)
-    qmodel = _quantize_dynamic(copy.deepcopy(float_model))
+    qmodel = _quantize_dynamic(copy.deepcopy(float_model), conv)
     state: dict[str, torch.Tensor] = {}
     quantized: list[str] = []
     for name, module in qmodel.named_modules():
@@ -59,9 +75,10 @@ def to_int8(ckpt: Checkpoint) -> Checkpoint:
             state[full + ".zero_point"] = torch.tensor(w.q_zero_point(), dtype=torch.int64)
             quantized.append(full)
     for key, value in float_model.state_dict().items():
-        if key not in quantized:
-            state[key] = value.clone()  # conv weights and every bias stay float32
-    int8 = {"quantized": quantized, "scheme": "per-tensor affine qint8"}
+        if key not in quantized:  # every bias stays float32; the conv as asked
+            half = conv == "fp16" and key.startswith("conv.")
+            state[key] = value.half() if half else value.clone()
+    int8 = {"quantized": quantized, "scheme": "per-tensor affine qint8", "conv": conv}
     return _derived(ckpt, "int8", state, int8=int8)
 
 
@@ -69,7 +86,7 @@ def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
     """{'weight_ih_l0': qtensor, ...} of a dynamic-quantized module, None for other modules."""
     from torch.ao.nn.quantized import dynamic as nnqd
 
-    if isinstance(module, nnqd.Linear):
+    if isinstance(module, (nnqd.Linear, nnqd.Conv2d)):
         return {"weight": module.weight()}
     if isinstance(module, nnqd.GRU):
         return dict(module.get_weight())
@@ -80,6 +97,9 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
     """The int8 model a checkpoint describes, with exactly its stored integers."""
     state = ckpt.state_dict
     names = ckpt.info.get("int8", {}).get("quantized", [])
+    conv = ckpt.info.get("int8", {}).get("conv", "float")
+    if conv not in CONV_MODES:
+        raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: unknown conv mode {conv!r}")
     try:
         deq = {
             n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
@@ -89,10 +109,11 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
         raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: no {exc.args[0]!r}") from None
     floats = {k: v for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
     model = CRNN(ckpt.model, ckpt.features.n_mels)
+    floats = {k: v.float() for k, v in floats.items()}  # an fp16 conv is exact in float32
     load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
     if not dynamic_int8_available():
-        return model  # weight-only int8: the same integers, float arithmetic
-    qmodel = _quantize_dynamic(model)
+        return _half_conv(model) if conv == "fp16" else model  # weight-only int8
+    qmodel = _quantize_dynamic(model, conv)
     for name, module in qmodel.named_modules():
         current = _quantized_weights(module)
         if current is None:
@@ -111,7 +132,12 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
             else:  # GRU: its biases sit beside the weights in one dict
                 biases = module.get_bias()
                 module.set_weight_bias({**exact, **biases})
-    return qmodel.eval()
+    return (_half_conv(qmodel) if conv == "fp16" else qmodel).eval()
+
+
+def _half_conv(model: nn.Module) -> nn.Module:
+    model.conv[0] = HalfPrecision(model.conv[0])
+    return model
 
 
 def to_fp16(ckpt: Checkpoint) -> Checkpoint:
@@ -164,12 +190,15 @@ def compress_checkpoint(
     data: str | Path | None = None,
     tolerance: float = 0.1,
     force: bool = False,
+    conv: str = "float",
 ):
     """`kws quantize` / `kws fp16`: convert, compare on the validation split, save beside the
     input. Returns None (and writes nothing) when the model already is `kind`."""
     from kwscli.checkpoint import load_checkpoint, save_checkpoint
     from kwscli.evaluate import compare_compressed
 
+    if conv not in CONV_MODES:
+        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
     if tolerance < 0:
         raise ConfigError(f"--tolerance {tolerance}: must be ≥ 0 (0.1 = warn past 10% worse)")
     src = load_checkpoint(path)
@@ -182,7 +211,7 @@ def compress_checkpoint(
         )
     out = Path(out) if out else Path(path).with_suffix(f".{kind}.pt")
     check_output(out, force)
-    converted = to_int8(src) if kind == "int8" else to_fp16(src)
+    converted = to_int8(src, conv) if kind == "int8" else to_fp16(src)
     report = compare_compressed(src, converted, out, data, tolerance=tolerance)
     if report.au_fa_fr_after is not None:
         converted.metrics = {

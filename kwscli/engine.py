@@ -24,6 +24,7 @@ from kwscli.config import TrainConfig
 from kwscli.errors import Interrupted, KwsError
 from kwscli.files import atomic_torch_save, write_json
 from kwscli.metrics import au_fa_fr
+from kwscli.models.crnn import input_device, input_dtype
 
 Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 BEST, LAST, HISTORY = "model.pt", "last.pt", "history.json"
@@ -305,14 +306,12 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits (N, classes) as float32 on the CPU, whatever the model's dtype or device. The softmax
     is always taken in float32 afterwards, so an fp16 model's probabilities do not saturate."""
-    first = next(model.parameters())
+    device, dtype = input_device(model), input_dtype(model)
     was_training = model.training
     model.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(features), batch_size):
-            out.append(
-                model(features[i : i + batch_size].to(first.device, first.dtype)).float().cpu()
-            )
+            out.append(model(features[i : i + batch_size].to(device, dtype)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 2)

@@ -54,6 +54,7 @@ class ModelReport:
 
     path: str
     kind: str
+    label: str  # the kind, with the conv precision of an int8 model
     keyword: str
     data: str
     split: str
@@ -146,6 +147,7 @@ def build_report(
     return ModelReport(
         path=str(ckpt.path),
         kind=ckpt.kind,
+        label=ckpt.label,
         keyword=ckpt.keyword,
         data=data.data,
         split=data.split,
@@ -211,6 +213,7 @@ class CompressionReport:
     source: str
     output: str
     kind: str
+    label: str  # the kind, with the conv precision of an int8 model
     size_before: int
     size_after: int
     macs_2s: int
@@ -244,6 +247,7 @@ def compare_compressed(
         source=str(src.path),
         output=str(out_path),
         kind=out.kind,
+        label=out.label,
         size_before=metrics.size_bytes(src_model),  # the same measure model_cost uses
         size_after=cost.size_bytes,
         macs_2s=cost.macs_2s,

@@ -143,7 +143,9 @@ def latency_ms(model, n_mels: int, frames: int, repeats: int = 50, dtype=None) -
     """Median CPU wall time (ms) of one forward pass on one clip, single thread, after warm-up."""
     import torch
 
-    dtype = dtype or next(model.parameters()).dtype
+    from kwscli.models.crnn import input_dtype
+
+    dtype = dtype or input_dtype(model)
     x = torch.randn(1, n_mels, frames, dtype=dtype)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

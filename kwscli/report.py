@@ -166,7 +166,7 @@ def evaluation_table(reports: list, baseline=None) -> Table:
         ops = " ".join(f"{o['frr']:.3f}@{o['target_far']:g}" for o in r.operating_points)
         row = [
             r.path,
-            r.kind,
+            r.label,
             f"{_fmt_int(r.clips)} ({r.keyword_clips})",
             f"{r.au_fa_fr:.3e}",
             f"{r.accuracy:.4f}",
@@ -197,7 +197,7 @@ def _mark(text: str, ok: bool) -> str:
 
 def compression_table(rep) -> Table:
     """Before/after of quantize/fp16, with what explains any change in the metric."""
-    table = Table(title=f"{rep.kind}: {rep.source} → {rep.output}")
+    table = Table(title=f"{rep.label}: {rep.source} → {rep.output}")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")

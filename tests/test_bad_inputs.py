@@ -466,6 +466,8 @@ ROWS: list[Row] = [
       nothing_under=("teacher.int8.pt",)),
     R("quantize", "negative --tolerance", lambda c: [c.teacher(), "--tolerance", "-1"], 2,
       "--tolerance", nothing_under=("teacher.int8.pt",)),
+    R("quantize", "unknown --conv mode", lambda c: [c.teacher(), "--conv", "int4"], 2,
+      "float, int8, fp16", nothing_under=("teacher.int8.pt",)),
     R("fp16", "fp16 of an fp16", lambda c: [c.compressed("fp16")], 0, "already fp16",
       nothing_under=("teacher.fp16.fp16.pt",)),
     R("fp16", "fp16 of an int8", lambda c: [c.compressed("int8")], 1, "needs the float model",

@@ -299,6 +299,26 @@ def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
         assert abs(t - s) <= 0.5, (found, said)
 
 
+@pytest.mark.parametrize("conv", ["int8", "fp16"])
+def test_int8_teacher_with_int8_or_fp16_conv_finds_the_example_keywords(tmp_path, conv):
+    """The streaming detector runs the mixed-precision models too: the bundled teacher, int8 with
+    its conv in int8 or fp16, still finds each keyword of the example and nothing else."""
+    from kwscli.checkpoint import load_checkpoint, save_checkpoint
+    from kwscli.compress import to_int8
+    from kwscli.detect import bundled_model
+
+    save_checkpoint(to_int8(load_checkpoint(bundled_model("teacher")), conv), tmp_path / "q.pt")
+    key = json.loads((EXAMPLES / "sheila_example.json").read_text())
+    said = [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
+    res = runner.invoke(
+        app, ["detect", str(EXAMPLES / key["audio"]), "--model", str(tmp_path / "q.pt"), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    found = sorted(d["time"] for d in _json(res)[0]["detections"])
+    assert len(found) == len(said), found
+    assert all(abs(t - s) <= 0.5 for t, s in zip(found, said, strict=True)), found
+
+
 def test_bundled_models_are_self_describing_and_calibrated():
     from kwscli.checkpoint import load_checkpoint
     from kwscli.detect import bundled_model

@@ -59,5 +59,29 @@ class CRNN(nn.Module):
         return (logits, weights) if return_attention else logits
 
 
+class HalfPrecision(nn.Module):
+    """Runs the wrapped layer in float16 and hands float32 on (an fp16 conv before an int8 GRU)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.half()).float()
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype to feed `model`: float16 for a model in half precision all through (`kws fp16`),
+    float32 for the rest — float models, int8 ones (which quantize their float32 input), and int8
+    ones with an fp16 conv (whose `HalfPrecision` casts for itself)."""
+    if any(isinstance(m, HalfPrecision) for m in model.modules()):
+        return torch.float32
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -25,6 +25,7 @@ from torch import nn
 
 from kwscli.audio import LOG_FLOOR_LOG
 from kwscli.config import FeatureConfig
+from kwscli.models.crnn import input_dtype
 
 
 @dataclass
@@ -114,7 +115,7 @@ class StreamingDetector:
             raise ValueError(f"window of {frames} frames is shorter than the conv kernel")
         self.window_frames = (self.window - 1) * self.stride_t + self.kernel_t
         self.step = step  # streaming_step_size, in conv steps
-        self.dtype = next(p for p in model.parameters()).dtype
+        self.dtype = input_dtype(model)
         self.logmel = LogMelStream(features)
         self.reset()
 
