@@ -17,19 +17,32 @@ common=(--teacher "$T" --runs-dir "$RUNS" --epochs "$EPOCHS" --lr 3e-3 --loss kl
 [ -f "$RUNS/tiny-h16-att-long/model.pt" ] || kws distill "${common[@]}" --name tiny-h16-att-long \
   --epochs "${LONG_EPOCHS:-150}" --attention-weight 1 \
   --cnn-out-channels 3 --kernel-size 7 20 --stride 7 12 --hidden-size 16 --gru-num-layers 1
-for m in "$RUNS/student-kl-T4/model.pt" "$RUNS/tiny-h16/model.pt" "$RUNS/tiny-h12/model.pt" \
-         "$RUNS/tiny-h16-att-long/model.pt"; do
-  for kind in fp16 quantize; do
-    out="${m%.pt}.$([ $kind = quantize ] && echo int8 || echo fp16).pt"
-    [ -f "$out" ] || kws "$kind" "$m"
-  done
+# finer time steps spend the MACs budget, not the memory one: conv time stride 8, 6, then 5
+# with a shorter kernel (examples/student.yaml, the best recipe), cosine learning-rate decay,
+# 100 epochs; plus a second seed and three variants of the best recipe
+tiny=(--config examples/student.yaml --teacher "$T" --runs-dir "$RUNS")
+run() { [ -f "$RUNS/$1/model.pt" ] || kws distill "${tiny[@]}" --name "$@"; }
+run tiny-s8 --kernel-size 7 20 --stride 7 8
+run tiny-s6 --kernel-size 7 20 --stride 7 6
+run tiny-k12-s5
+run tiny-k12-s5-seed1 --seed 1
+run tiny-f6 --kernel-size 6 12 --stride 6 5
+run tiny-k12-s5-mse --loss mse
+run tiny-k12-s5-T2 --temperature 2
+students=(student-kl-T4 tiny-h16 tiny-h12 tiny-h16-att-long tiny-s8 tiny-s6 tiny-k12-s5
+  tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2)
+for s in "${students[@]}"; do
+  m="$RUNS/$s/model.pt"
+  [ -f "${m%.pt}.fp16.pt" ] || kws fp16 "$m"
+  [ -f "${m%.pt}.int8.pt" ] || kws quantize "$m"
+  # the int8 + fp16 combination: fp16 conv in front of the int8 GRU/Linear
+  [ -f "${m%.pt}.int8-fp16conv.pt" ] || kws quantize "$m" --conv fp16 \
+    --out "${m%.pt}.int8-fp16conv.pt"
 done
-kws evaluate "$RUNS"/student-kl-T4/model.pt "$RUNS"/student-kl-T4/model.fp16.pt \
-  "$RUNS"/student-kl-T4/model.int8.pt "$RUNS"/tiny-h16/model.pt "$RUNS"/tiny-h16/model.fp16.pt \
-  "$RUNS"/tiny-h16/model.int8.pt "$RUNS"/tiny-h12/model.pt "$RUNS"/tiny-h12/model.fp16.pt \
-  "$RUNS"/tiny-h12/model.int8.pt "$RUNS"/tiny-h16-att-long/model.fp16.pt \
-  "$RUNS"/tiny-h16-att-long/model.int8.pt --baseline "$T" --plot "$RUNS/compress.png" --json \
+models=()
+for s in "${students[@]}"; do
+  for v in "" .fp16 .int8 .int8-fp16conv; do models+=("$RUNS/$s/model$v.pt"); done
+done
+kws evaluate "${models[@]}" --baseline "$T" --plot "$RUNS/compress.png" --json \
   > "$RUNS/compress.json"
-kws evaluate "$RUNS"/student-kl-T4/model.fp16.pt "$RUNS"/tiny-h16/model.fp16.pt \
-  "$RUNS"/tiny-h12/model.fp16.pt "$RUNS"/tiny-h16-att-long/model.fp16.pt --baseline "$T" \
-  --no-latency
+kws evaluate "${models[@]}" --baseline "$T" --no-latency
