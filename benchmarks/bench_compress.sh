@@ -29,8 +29,11 @@ run tiny-k12-s5-seed1 --seed 1
 run tiny-f6 --kernel-size 6 12 --stride 6 5
 run tiny-k12-s5-mse --loss mse
 run tiny-k12-s5-T2 --temperature 2
+# larger students with the same recipe: do they close the gap to the teacher? (no: same au_fa_fr)
+run mid-h24-s5 --hidden-size 24
+run mid-h32-s8 --hidden-size 32 --stride 7 8
 students=(student-kl-T4 tiny-h16 tiny-h12 tiny-h16-att-long tiny-s8 tiny-s6 tiny-k12-s5
-  tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2)
+  tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2 mid-h24-s5 mid-h32-s8)
 for s in "${students[@]}"; do
   m="$RUNS/$s/model.pt"
   [ -f "${m%.pt}.fp16.pt" ] || kws fp16 "$m"
