@@ -19,7 +19,7 @@ common=(--teacher "$T" --runs-dir "$RUNS" --epochs "$EPOCHS" --lr 3e-3 --loss kl
   --cnn-out-channels 3 --kernel-size 7 20 --stride 7 12 --hidden-size 16 --gru-num-layers 1
 # finer time steps spend the MACs budget, not the memory one: conv time stride 8, 6, then 5
 # with a shorter kernel (examples/student.yaml, the best recipe), cosine learning-rate decay,
-# 100 epochs; plus a second seed and three variants of the best recipe
+# 100 epochs; plus a second seed and variants of the best recipe (loss, T, alpha, attention)
 tiny=(--config examples/student.yaml --teacher "$T" --runs-dir "$RUNS")
 run() { [ -f "$RUNS/$1/model.pt" ] || kws distill "${tiny[@]}" --name "$@"; }
 run tiny-s8 --kernel-size 7 20 --stride 7 8
@@ -29,11 +29,16 @@ run tiny-k12-s5-seed1 --seed 1
 run tiny-f6 --kernel-size 6 12 --stride 6 5
 run tiny-k12-s5-mse --loss mse
 run tiny-k12-s5-T2 --temperature 2
+run tiny-k12-s5-alpha05 --alpha 0.5
+run tiny-k12-s5-noatt --attention-weight 0
+run tiny-k12-s5-noatt-seed1 --attention-weight 0 --seed 1
+run tiny-k12-s5-noatt-alpha05 --attention-weight 0 --alpha 0.5
 # larger students with the same recipe: do they close the gap to the teacher? (no: same au_fa_fr)
 run mid-h24-s5 --hidden-size 24
 run mid-h32-s8 --hidden-size 32 --stride 7 8
 students=(student-kl-T4 tiny-h16 tiny-h12 tiny-h16-att-long tiny-s8 tiny-s6 tiny-k12-s5
-  tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2 mid-h24-s5 mid-h32-s8)
+  tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2 tiny-k12-s5-alpha05 tiny-k12-s5-noatt
+  tiny-k12-s5-noatt-seed1 tiny-k12-s5-noatt-alpha05 mid-h24-s5 mid-h32-s8)
 for s in "${students[@]}"; do
   m="$RUNS/$s/model.pt"
   [ -f "${m%.pt}.fp16.pt" ] || kws fp16 "$m"
