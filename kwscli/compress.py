@@ -28,6 +28,11 @@ INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
 CONV_MODES = ("float", "int8", "fp16")
 
 
+def check_conv_mode(conv: str) -> None:
+    if conv not in CONV_MODES:
+        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
+
+
 def _quantize_dynamic(model: nn.Module, conv: str = "float") -> nn.Module:
     from torch.ao.nn.quantized import dynamic as nnqd
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
@@ -58,8 +63,7 @@ def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
     as float32, int8 or fp16 (`conv`)."""
     from kwscli.checkpoint import build_model
 
-    if conv not in CONV_MODES:
-        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
+    check_conv_mode(conv)
     float_model = build_model(ckpt)
     qmodel = _quantize_dynamic(copy.deepcopy(float_model), conv)
     state: dict[str, torch.Tensor] = {}
@@ -96,8 +100,8 @@ def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
 def build_int8(ckpt: Checkpoint) -> nn.Module:
     """The int8 model a checkpoint describes, with exactly its stored integers."""
     state = ckpt.state_dict
-    names = ckpt.info.get("int8", {}).get("quantized", [])
-    conv = ckpt.info.get("int8", {}).get("conv", "float")
+    spec = ckpt.info.get("int8", {})
+    names, conv = spec.get("quantized", []), spec.get("conv", "float")
     if conv not in CONV_MODES:
         raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: unknown conv mode {conv!r}")
     try:
@@ -107,9 +111,9 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
         }
     except KeyError as exc:
         raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: no {exc.args[0]!r}") from None
-    floats = {k: v for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
+    # everything not int8, in float32 (an fp16 conv is exact in float32)
+    floats = {k: v.float() for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
     model = CRNN(ckpt.model, ckpt.features.n_mels)
-    floats = {k: v.float() for k, v in floats.items()}  # an fp16 conv is exact in float32
     load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
     if not dynamic_int8_available():
         return _half_conv(model) if conv == "fp16" else model  # weight-only int8
@@ -197,8 +201,7 @@ def compress_checkpoint(
     from kwscli.checkpoint import load_checkpoint, save_checkpoint
     from kwscli.evaluate import compare_compressed
 
-    if conv not in CONV_MODES:
-        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
+    check_conv_mode(conv)  # before any work
     if tolerance < 0:
         raise ConfigError(f"--tolerance {tolerance}: must be ≥ 0 (0.1 = warn past 10% worse)")
     src = load_checkpoint(path)

@@ -102,10 +102,9 @@ def train(
     cb.on_start(cfg.num_epochs, loop.steps, loop.epoch + 1)
     try:
         with StopOnCtrlC() as stop:
-            loop.stop = stop
             while loop.epoch < cfg.num_epochs:
                 stop.check()  # a Ctrl-C during the last epoch's saving and plotting
-                cb.on_epoch_end(loop.run_epoch(cb))
+                cb.on_epoch_end(loop.run_epoch(cb, stop))
     except KeyboardInterrupt:
         done = (
             f"epochs 1-{loop.epoch} are saved in {run_dir / LAST}"
@@ -181,7 +180,6 @@ class _Loop:
         self.weights = (1.0 / counts)[labels]  # class-balanced, as the course's sampler
         self.epoch_size = cfg.epoch_size or len(data.train_idx)
         self.steps = math.ceil(self.epoch_size / cfg.batch_size)
-        self.stop = StopOnCtrlC()  # replaced by the active one while train() runs
 
     def restore(self) -> None:
         state = torch.load(self.run_dir / LAST, map_location="cpu", weights_only=True)
@@ -203,7 +201,7 @@ class _Loop:
             return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.num_epochs))
         return cfg.learning_rate
 
-    def run_epoch(self, cb: Callbacks) -> EpochRecord:
+    def run_epoch(self, cb: Callbacks, stop: StopOnCtrlC) -> EpochRecord:
         epoch, cfg, data = self.epoch + 1, self.cfg, self.data
         lr = self.learning_rate(epoch)
         for group in self.opt.param_groups:
@@ -218,7 +216,7 @@ class _Loop:
             loss = self.step(rows, epoch, step + 1)
             total += loss * len(rows)
             cb.on_step(epoch, step + 1, loss)
-            self.stop.check()
+            stop.check()
         record = self.validate(epoch, total / len(order), t0)
         record.lr = lr
         self.save(record)
