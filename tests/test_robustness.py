@@ -158,24 +158,17 @@ def test_sigkill_at_any_moment_leaves_only_whole_files(tiny_dataset, tmp_path, p
         assert not list(run.glob(".*.tmp"))
 
 
+def _one_epoch_into(data: Path, runs: Path, name: str):
+    """`kws teacher` for one quick epoch into runs/name, in process."""
+    args = ["--data", str(data), "--runs-dir", str(runs), "--name", name, "--epochs", "1"]
+    return runner.invoke(app, ["teacher", *args, "--hidden-size", "4", "--batch-size", "64"])
+
+
 def test_second_run_into_the_same_folder_is_refused(tiny_dataset, tmp_path):
     run = tmp_path / "busy"
     run.mkdir()
     (run / ".lock").write_text(str(os.getpid()))  # a live process holds it
-    res = runner.invoke(
-        app,
-        [
-            "teacher",
-            "--data",
-            str(tiny_dataset),
-            "--runs-dir",
-            str(tmp_path),
-            "--name",
-            "busy",
-            "--epochs",
-            "1",
-        ],
-    )
+    res = _one_epoch_into(tiny_dataset, tmp_path, "busy")
     assert res.exit_code == 1 and "in use by another kws run" in res.output
     assert (run / ".lock").read_text() == str(os.getpid())
 
@@ -186,24 +179,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tiny_dataset, tmp_path):
     run = tmp_path / "stale"
     run.mkdir()
     (run / ".lock").write_text(str(dead.pid))
-    res = runner.invoke(
-        app,
-        [
-            "teacher",
-            "--data",
-            str(tiny_dataset),
-            "--runs-dir",
-            str(tmp_path),
-            "--name",
-            "stale",
-            "--epochs",
-            "1",
-            "--hidden-size",
-            "4",
-            "--batch-size",
-            "64",
-        ],
-    )
+    res = _one_epoch_into(tiny_dataset, tmp_path, "stale")
     assert res.exit_code == 0, res.output
     assert not (run / ".lock").exists()
 
