@@ -162,6 +162,7 @@ def _overrides(**kw) -> dict:
             "temperature": kw.get("temperature"),
             "alpha": kw.get("alpha"),
             "attention_weight": kw.get("attention_weight"),
+            "mixup": kw.get("mixup"),
         },
     }
 
@@ -222,6 +223,10 @@ def distill(
     ] = None,
     attention_weight: Annotated[
         float | None, typer.Option(help="Add attention distillation with this weight.")
+    ] = None,
+    mixup: Annotated[
+        float | None,
+        typer.Option(help="Share of each batch mixed from two clips, labelled by the teacher."),
     ] = None,
     config: ConfigFile = None,
     data: DataDir = None,

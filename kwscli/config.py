@@ -128,6 +128,22 @@ class DistillConfig(_Strict):
     attention_weight: float = Field(
         0.0, ge=0, description="Weight of attention distillation (0 = off)."
     )
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of each batch replaced by mixtures of two clips, which the teacher "
+        "labels (function matching; needs alpha 1). 0 = off.",
+    )
+
+    @model_validator(mode="after")
+    def _mixup_needs_teacher_labels(self) -> DistillConfig:
+        if self.mixup > 0 and self.alpha < 1:
+            raise ValueError(
+                f"mixup={self.mixup:g} needs alpha=1: a mixture of two clips has no hard label, "
+                "only the teacher's"
+            )
+        return self
 
 
 # The user's final student (SPEC §1): the default shape `kws distill` trains.

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from kwscli import engine
 from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
 from kwscli.config import DistillConfig, RunConfig
-from kwscli.data.augment import FeatureAugmenter, white_noise_bank
+from kwscli.data.augment import FeatureAugmenter, Mixup, white_noise_bank
 from kwscli.data.features import FeatureSet, load_features
 from kwscli.data.speech_commands import DatasetIndex, scan_dataset
 from kwscli.errors import ConfigError, KwsError
@@ -54,6 +54,8 @@ def prepare_data(
     augment = None
     if cfg.train.augment:
         augment = FeatureAugmenter(fs.noise_power, fs.noise_energy, white_noise_bank(cfg.features))
+    if cfg.distill is not None and cfg.distill.mixup > 0:
+        augment = Mixup(cfg.distill.mixup, augment)
     data = engine.TrainData(fs.features, fs.labels, fs.energy, train_idx, val_idx, augment)
     return PreparedData(index, fs, data)
 
@@ -400,4 +402,5 @@ def default_student_name(cfg: RunConfig) -> str:
     name = f"student-{d.loss}" + (f"-T{d.temperature:g}" if d.loss != "mse" else "")
     name += f"-a{d.alpha:g}" if d.alpha < 1 else ""
     name += f"-att{d.attention_weight:g}" if d.attention_weight > 0 else ""
+    name += f"-mix{d.mixup:g}" if d.mixup > 0 else ""
     return name + ("-amp" if cfg.train.amp else "")

@@ -13,7 +13,7 @@ import torchaudio
 
 import kwscli.data.augment as augment_mod
 from kwscli.config import FeatureConfig
-from kwscli.data.augment import FeatureAugmenter, spec_augment, white_noise_bank
+from kwscli.data.augment import FeatureAugmenter, Mixup, spec_augment, white_noise_bank
 
 SR = 16_000
 FLOOR = math.log(1e-9)
@@ -162,3 +162,69 @@ def test_white_noise_bank_is_unit_variance_white_noise():
     reference = mel_power(rng_wave(0, 1.0, n=1))[0]
     # same statistics as any unit-variance white noise: total mel power within a few percent
     assert bank.sum(dim=(1, 2)) / reference.sum() == pytest.approx(torch.ones(2), rel=0.05)
+
+
+# ---------------------------------------------------------------- mixup (distillation only)
+
+
+def _clips(n: int, seed: int = 21) -> torch.Tensor:
+    """n log-mels of noise at different levels, so every clip differs from every other."""
+    levels = torch.logspace(-3, -1, n)[:, None]
+    return log_mel(levels * rng_wave(seed, 1.0, n=n))
+
+
+def test_mixup_is_a_convex_mixture_in_power_of_two_batch_clips():
+    x = _clips(6)
+    out = Mixup(1.0)(x, torch.ones(6), torch.Generator().manual_seed(3))
+    p, q = x.exp(), out.exp()
+    for i in range(6):
+        # which clip j and weight λ explain out_i = λ·P_i + (1−λ)·P_j: least squares per j
+        fits = []
+        for j in range(6):
+            a = torch.stack([p[i].ravel(), p[j].ravel()], dim=1).double()
+            coef = torch.linalg.lstsq(a, q[i].ravel().double()[:, None]).solution.ravel()
+            resid = (a @ coef - q[i].ravel().double()).abs().max() / q[i].max()
+            fits.append((float(resid), j, coef))
+        resid, j, coef = min(fits, key=lambda f: f[0])
+        assert resid < 1e-4
+        if j != i:  # a real mixture: weights in [0, 1] that sum to 1
+            assert coef.sum().item() == pytest.approx(1.0, abs=1e-4)
+            assert (coef >= -1e-6).all() and (coef <= 1 + 1e-6).all()
+
+
+def test_mixup_against_mixing_the_waveforms():
+    """Two independent sounds mixed as √λ·a + √(1−λ)·b in the waveform: log-mel within the
+    cross term of Mixup's λ·P(a) + (1−λ)·P(b) on the bins that carry the energy."""
+    a, b = rng_wave(30, 0.1), tone()
+    x = torch.cat([log_mel(a), log_mel(b)])
+    out = Mixup(1.0)(x, torch.ones(2), torch.Generator().manual_seed(0))
+    # recover λ for clip 0 from its power (partner is clip 1 or itself)
+    pa, pb, q = x[0].exp(), x[1].exp(), out[0].exp()
+    if torch.allclose(q, pa, rtol=1e-5):
+        pytest.skip("this seed pairs clip 0 with itself")
+    lam = float(((q - pb) * (pa - pb)).sum() / ((pa - pb) ** 2).sum())
+    assert 0.0 <= lam <= 1.0
+    wave = math.sqrt(lam) * a + math.sqrt(1 - lam) * b
+    ref = log_mel(wave)[0]
+    loud = ref > ref.max() - 6
+    assert (out[0][loud] - ref[loud]).abs().median() < 0.1
+
+
+def test_mixup_share_sets_how_many_clips_change_and_zero_changes_none():
+    x = _clips(400)
+    gen = torch.Generator().manual_seed(5)
+    changed = (Mixup(0.5)(x, torch.ones(400), gen) != x).flatten(1).any(dim=1).sum().item()
+    assert 160 <= changed <= 240  # binomial(400, 0.5): ±4 standard deviations
+    assert torch.equal(Mixup(0.0)(x, torch.ones(400), gen), x)
+
+
+def test_mixup_runs_after_the_usual_augmentation_and_is_seeded():
+    aug = _augmenter()
+    x = log_mel(rng_wave(4, 0.2, n=8))
+    energy = torch.full((8,), 0.04)
+    mixed = Mixup(1.0, aug)
+    a = mixed(x, energy, torch.Generator().manual_seed(11))
+    b = mixed(x, energy, torch.Generator().manual_seed(11))
+    plain = aug(x, energy, torch.Generator().manual_seed(11))
+    assert torch.equal(a, b) and not torch.equal(a, plain)
+    assert torch.isfinite(a).all() and a.min() >= FLOOR - 1e-4

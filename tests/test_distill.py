@@ -153,6 +153,7 @@ runner = CliRunner()
         ["--loss", "ce", "--temperature", "2"],
         ["--loss", "kl", "--temperature", "4", "--alpha", "0.5"],
         ["--loss", "kl", "--attention-weight", "1"],
+        ["--loss", "kl", "--mixup", "0.5"],
     ],
 )
 def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp):
@@ -181,6 +182,7 @@ def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp
     assert ckpt["info"]["teacher"]["path"] == str(trained_teacher.resolve())
     assert ckpt["info"]["distill"]["loss"] == loss_args[1]
     assert ckpt["info"]["train"]["amp"] is amp
+    assert ckpt["info"]["distill"]["mixup"] == (0.5 if "--mixup" in loss_args else 0.0)
     assert ckpt["model"]["cnn_out_channels"] == 3  # the SPEC's final student by default
     assert json.loads((run / "history.json").read_text())[0]["epoch"] == 1
 
@@ -193,6 +195,8 @@ def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp
         (["--loss", "l2"], "'mse', 'ce' or 'kl'"),
         (["--n-mels", "20"], "teacher's features"),
         (["--keyword", "yes"], "teacher spots 'sheila'"),
+        (["--mixup", "0.5", "--alpha", "0.5"], "needs alpha=1"),
+        (["--mixup", "1.5"], "distill.mixup"),
     ],
 )
 def test_distill_bad_settings(trained_teacher, args, needle):

@@ -88,3 +88,35 @@ def white_noise_bank(features, count: int = 64, seed: int = 1234) -> torch.Tenso
     noise = torch.randn(count, features.clip_samples, generator=gen)
     with torch.no_grad():
         return mel_power(noise, features)
+
+
+class Mixup:
+    """Replaces a share of each batch by mixtures of two of its clips (function matching,
+    Beyer et al. 2022): the teacher labels whatever it hears, so the student learns the
+    teacher's function between the training clips too, not only on them.
+
+    Clip i becomes λ·P(x_i) + (1−λ)·P(x_j) in mel power (two sounds heard at once, as the
+    noise mixing above), j = π(i) for a random permutation π of the batch (j = i, about 1 time
+    in B, leaves the clip as it was) and λ uniform in [0, 1). Runs
+    after `inner` (the usual augmentation), so both clips of a mixture arrive augmented. Only for
+    distillation: the mixture's hard label is undefined.
+    """
+
+    def __init__(self, share: float, inner: FeatureAugmenter | None = None) -> None:
+        self.share = share
+        self.inner = inner
+
+    def __call__(
+        self, logmel: torch.Tensor, energy: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        x = logmel if self.inner is None else self.inner(logmel, energy, gen)
+        b = x.shape[0]
+        mixed = torch.rand(b, generator=gen) < self.share
+        partner = torch.randperm(b, generator=gen)
+        lam = torch.rand(b, generator=gen)[:, None, None]
+        if not mixed.any():
+            return x
+        power = torch.where(x <= LOG_FLOOR_LOG, torch.zeros_like(x), x.exp())
+        mix = lam * power + (1 - lam) * power[partner]
+        out = torch.log(mix.clamp(LOG_FLOOR, 1e9))
+        return torch.where(mixed[:, None, None], out, x)
