@@ -163,6 +163,7 @@ def _overrides(**kw) -> dict:
             "alpha": kw.get("alpha"),
             "attention_weight": kw.get("attention_weight"),
             "mixup": kw.get("mixup"),
+            "hard_negatives": kw.get("hard_negatives"),
         },
     }
 
@@ -227,6 +228,10 @@ def distill(
     mixup: Annotated[
         float | None,
         typer.Option(help="Share of each batch mixed from two clips, labelled by the teacher."),
+    ] = None,
+    hard_negatives: Annotated[
+        float | None,
+        typer.Option(help="Share of non-keyword draws weighted by the teacher's P(keyword)."),
     ] = None,
     config: ConfigFile = None,
     data: DataDir = None,

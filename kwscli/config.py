@@ -136,6 +136,14 @@ class DistillConfig(_Strict):
         "labels (function matching; needs alpha 1). 0 = off.",
     )
 
+    hard_negatives: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of the non-keyword draws picked in proportion to the teacher's "
+        "P(keyword) on each clip: the confusable words. 0 = uniform (the course's sampler).",
+    )
+
     @model_validator(mode="after")
     def _mixup_needs_teacher_labels(self) -> DistillConfig:
         if self.mixup > 0 and self.alpha < 1:

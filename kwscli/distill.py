@@ -95,6 +95,31 @@ def resample_attention(
     return out / out.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def hard_negative_weights(
+    teacher: nn.Module, features: torch.Tensor, labels: torch.Tensor, share: float
+) -> torch.Tensor:
+    """Sampling weights over training clips that spend the student's draws where the teacher
+    itself hesitates. Half the draws are keyword clips, uniformly (the course's class-balanced
+    sampler); of the other half, a share `share` is drawn in proportion to the teacher's
+    P(keyword) on the clean clip (the confusable words: "sheena" for "sheila"), the rest
+    uniformly:
+
+        w_i = 1 / (2·N_pos)                                   for keyword clips,
+        w_i = ((1 − share) / N_neg + share · p_i / Σ_neg p) / 2   for the others.
+    """
+    from kwscli.engine import class_balanced_weights, predict
+
+    y = labels.bool()
+    weights = class_balanced_weights(labels.long()) / 2
+    n_neg = int((~y).sum())
+    if share == 0 or n_neg == 0:
+        return weights
+    p = torch.from_numpy(predict(teacher, features[~y])[0])
+    hard = p / p.sum() if p.sum() > 0 else torch.full_like(p, 1.0 / n_neg)
+    weights[~y] = ((1 - share) / n_neg + share * hard) / 2
+    return weights
+
+
 def describe(loss: str, alpha: float, attention_weight: float) -> tuple[str, bool]:
     """A run's loss in words, and whether its temperature matters: `kl+attention`, `mse`,
     `labels only` (alpha 0: the from-scratch baseline)."""

@@ -52,6 +52,7 @@ class TrainData:
     train_idx: torch.Tensor
     val_idx: torch.Tensor
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    weights: torch.Tensor | None = None  # (len(train_idx),) sampling weights; None = balanced
 
 
 @dataclass
@@ -175,9 +176,10 @@ class _Loop:
         self.history: list[EpochRecord] = []
         self.best = (math.inf, 0)
         self.epoch = 0  # epochs finished
-        labels = data.labels[data.train_idx]
-        counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
-        self.weights = (1.0 / counts)[labels]  # class-balanced, as the course's sampler
+        if data.weights is not None:
+            self.weights = data.weights.double()
+        else:
+            self.weights = class_balanced_weights(data.labels[data.train_idx])
         self.epoch_size = cfg.epoch_size or len(data.train_idx)
         self.steps = math.ceil(self.epoch_size / cfg.batch_size)
 
@@ -284,6 +286,12 @@ class _Loop:
         )
         write_json(self.run_dir / HISTORY, [asdict(r) for r in self.history])
         self.epoch = record.epoch
+
+
+def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Sampling weights that draw each class equally often (the course's sampler)."""
+    counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
+    return (1.0 / counts)[labels]
 
 
 def predict(

@@ -200,7 +200,12 @@ def train_student(
     progress: Callable[[int, int], None] | None = None,
 ) -> engine.TrainResult:
     """Distil `cfg.distill.teacher` into the student `cfg.model` with the loss in `cfg.distill`."""
-    from kwscli.distill import AttentionTransfer, DistillationCriterion, describe
+    from kwscli.distill import (
+        AttentionTransfer,
+        DistillationCriterion,
+        describe,
+        hard_negative_weights,
+    )
 
     d = cfg.distill
     teacher_ckpt = load_teacher(d.teacher)
@@ -214,6 +219,15 @@ def train_student(
     criterion = DistillationCriterion(
         teacher, d.loss, d.temperature, d.alpha, d.attention_weight, attention
     )
+
+    def sampling(data: engine.TrainData) -> torch.Tensor | None:
+        if d.hard_negatives == 0:
+            return None  # the engine's class-balanced sampler
+        rows = data.train_idx
+        return hard_negative_weights(
+            teacher, data.features[rows], data.labels[rows], d.hard_negatives
+        )
+
     info = {
         "loss": describe(d.loss, d.alpha, d.attention_weight)[0],
         "distill": d.model_dump(mode="json"),
@@ -223,7 +237,9 @@ def train_student(
             "metrics": teacher_ckpt.metrics,
         },
     }
-    return train_model(cfg, "student", criterion, info, resume, force, callbacks, progress)
+    return train_model(
+        cfg, "student", criterion, info, resume, force, callbacks, progress, sampling
+    )
 
 
 def load_teacher(path: str | Path) -> Checkpoint:
@@ -245,8 +261,10 @@ def train_model(
     force: bool,
     callbacks: engine.Callbacks | None,
     progress: Callable[[int, int], None] | None,
+    sampling: Callable[[engine.TrainData], torch.Tensor | None] | None = None,
 ) -> engine.TrainResult:
-    """The one path every training run takes: run folder, data, model, engine."""
+    """The one path every training run takes: run folder, data, model, engine. `sampling`
+    gives the training clips' sampling weights (default: class-balanced)."""
     engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
     run_dir = open_run_dir(cfg, resume)
     if resume:
@@ -256,12 +274,16 @@ def train_model(
             junk.unlink(missing_ok=True)
         replaced = [] if resume else previous_run(run_dir, force)
         return _train_locked(
-            cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced
+            cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced, sampling
         )
 
 
-def _train_locked(cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced):
+def _train_locked(
+    cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced, sampling
+):
     prepared = prepare_data(cfg, progress)  # a data error here leaves the old run untouched
+    if sampling is not None:
+        prepared.train.weights = sampling(prepared.train)
     for f in replaced:
         f.unlink(missing_ok=True)
     torch.manual_seed(cfg.train.seed)
@@ -403,4 +425,5 @@ def default_student_name(cfg: RunConfig) -> str:
     name += f"-a{d.alpha:g}" if d.alpha < 1 else ""
     name += f"-att{d.attention_weight:g}" if d.attention_weight > 0 else ""
     name += f"-mix{d.mixup:g}" if d.mixup > 0 else ""
+    name += f"-hn{d.hard_negatives:g}" if d.hard_negatives > 0 else ""
     return name + ("-amp" if cfg.train.amp else "")

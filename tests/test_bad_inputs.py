@@ -403,6 +403,8 @@ ROWS: list[Row] = [
     R("distill", "mixup with hard labels (alpha < 1)",
       lambda c: _distill(c, "--mixup", "0.5", "--alpha", "0.5"), 2, "needs alpha=1",
       nothing_under=("runs",)),
+    R("distill", "hard-negative share above 1", lambda c: _distill(c, "--hard-negatives", "1.5"),
+      2, "distill.hard_negatives", nothing_under=("runs",)),
     R("distill", "different n_mels than the teacher", lambda c: _distill(c, "--n-mels", "20"),
       2, "differs from the teacher's", nothing_under=("runs",)),
     R("distill", "different keyword than the teacher", lambda c: _distill(c, "--keyword", "yes"),

@@ -17,6 +17,7 @@ from kwscli.distill import (
     KLDivergence,
     MSELogits,
     SoftCrossEntropy,
+    hard_negative_weights,
     resample_attention,
 )
 from kwscli.models.crnn import CRNN
@@ -154,6 +155,7 @@ runner = CliRunner()
         ["--loss", "kl", "--temperature", "4", "--alpha", "0.5"],
         ["--loss", "kl", "--attention-weight", "1"],
         ["--loss", "kl", "--mixup", "0.5"],
+        ["--loss", "kl", "--hard-negatives", "0.5"],
     ],
 )
 def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp):
@@ -183,6 +185,8 @@ def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp
     assert ckpt["info"]["distill"]["loss"] == loss_args[1]
     assert ckpt["info"]["train"]["amp"] is amp
     assert ckpt["info"]["distill"]["mixup"] == (0.5 if "--mixup" in loss_args else 0.0)
+    hard = 0.5 if "--hard-negatives" in loss_args else 0.0
+    assert ckpt["info"]["distill"]["hard_negatives"] == hard
     assert ckpt["model"]["cnn_out_channels"] == 3  # the SPEC's final student by default
     assert json.loads((run / "history.json").read_text())[0]["epoch"] == 1
 
@@ -197,6 +201,7 @@ def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp
         (["--keyword", "yes"], "teacher spots 'sheila'"),
         (["--mixup", "0.5", "--alpha", "0.5"], "needs alpha=1"),
         (["--mixup", "1.5"], "distill.mixup"),
+        (["--hard-negatives", "-0.1"], "distill.hard_negatives"),
     ],
 )
 def test_distill_bad_settings(trained_teacher, args, needle):
@@ -267,3 +272,28 @@ def test_describe_names_what_a_run_actually_optimised(loss, alpha, att, label, u
     from kwscli.distill import describe
 
     assert describe(loss, alpha, att) == (label, uses_t)
+
+
+# ---------------------------------------------------------------- hard negatives
+
+
+class MeanTeacher(torch.nn.Module):
+    """A teacher whose P(keyword) is sigmoid(mean of the input): known in closed form."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2))
+        return torch.stack([torch.zeros_like(m), m], dim=1)
+
+
+def test_hard_negative_weights_by_hand():
+    x = torch.stack([torch.full((4, 5), v) for v in (-3.0, -1.0, 0.0, 2.0, 1.0)])
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    w = hard_negative_weights(MeanTeacher(), x, labels, share=0.6).tolist()
+    p = [1 / (1 + math.exp(-v)) for v in (-3.0, -1.0, 0.0, 2.0)]
+    expected = [((1 - 0.6) / 4 + 0.6 * pi / sum(p)) / 2 for pi in p] + [0.5]
+    assert w == pytest.approx(expected, rel=1e-6)
+    assert sum(w) == pytest.approx(1.0)
+    # share 0: the course's class-balanced sampler, each class half the draws
+    assert hard_negative_weights(MeanTeacher(), x, labels, 0.0).tolist() == pytest.approx(
+        [0.125] * 4 + [0.5]
+    )

@@ -268,3 +268,27 @@ def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
         run(tmp_path / "r", epochs=2, callbacks=cb)
     assert cb.steps == [(1, 1)]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sampling_weights_decide_which_clips_are_drawn(tmp_path):
+    """TrainData.weights replaces the class-balanced sampler: zero weight, never drawn."""
+    data = toy_data(augment=None)
+    allowed = data.train_idx[[0, 5]]
+    data.weights = torch.zeros(len(data.train_idx))
+    data.weights[[0, 5]] = torch.tensor([1.0, 3.0])
+    seen = []
+
+    def recording_ce(model, x, y):
+        seen.append(x.detach().clone())
+        return F.cross_entropy(model(x), y)
+
+    torch.manual_seed(0)
+    model = CRNN(SMALL, N_MELS)
+    cfg = TrainConfig(batch_size=12, num_epochs=1, device="cpu", learning_rate=1e-2)
+    ckpt = lambda m: Checkpoint("teacher", SMALL, FeatureConfig(), "sheila", {}, metrics=m)  # noqa: E731
+    train(model, recording_ce, data, cfg, tmp_path, ckpt)
+    drawn = torch.cat(seen)
+    assert len(drawn) == len(data.train_idx)
+    hits = [int((drawn == data.features[i]).flatten(1).all(dim=1).sum()) for i in allowed]
+    assert sum(hits) == len(drawn)  # only the two weighted clips
+    assert hits[1] > hits[0]  # three times the weight: drawn more often (36 draws)
