@@ -162,6 +162,7 @@ def _overrides(**kw) -> dict:
             "temperature": kw.get("temperature"),
             "alpha": kw.get("alpha"),
             "attention_weight": kw.get("attention_weight"),
+            "similarity_weight": kw.get("similarity_weight"),
             "mixup": kw.get("mixup"),
             "hard_negatives": kw.get("hard_negatives"),
         },
@@ -224,6 +225,10 @@ def distill(
     ] = None,
     attention_weight: Annotated[
         float | None, typer.Option(help="Add attention distillation with this weight.")
+    ] = None,
+    similarity_weight: Annotated[
+        float | None,
+        typer.Option(help="Add similarity-preserving distillation of the embedding, this weight."),
     ] = None,
     mixup: Annotated[
         float | None,

@@ -128,6 +128,12 @@ class DistillConfig(_Strict):
     attention_weight: float = Field(
         0.0, ge=0, description="Weight of attention distillation (0 = off)."
     )
+    similarity_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of similarity-preserving distillation of the pooled embedding "
+        "(which clips of a batch the teacher finds alike). 0 = off.",
+    )
     mixup: float = Field(
         0.0,
         ge=0,

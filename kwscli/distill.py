@@ -79,6 +79,22 @@ class AttentionTransfer(nn.Module):
         return (target * (log_target - log_a_s)).sum(dim=-1).mean()
 
 
+class SimilarityPreserving(nn.Module):
+    """L = (1/B²)·‖G̃_s − G̃_t‖²_F (Tung & Mori, 2019), G = E·Eᵀ of a batch's pooled embeddings
+    E (B, H), each row of G scaled to unit L2 norm (G̃).
+
+    Compares which clips of the batch look alike to each model, so the widths may differ (teacher
+    64, student 16) and nothing is learned besides the student. A two-class teacher's logits
+    carry one number per clip; its embedding says which clips it groups together (a confusable
+    word with the keyword, or apart from it).
+    """
+
+    def forward(self, e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
+        g_s = F.normalize(e_s @ e_s.T, dim=1)
+        g_t = F.normalize(e_t @ e_t.T, dim=1)
+        return (g_s - g_t).pow(2).sum() / e_s.shape[0] ** 2
+
+
 def resample_attention(
     a: torch.Tensor, src: tuple[int, int], length: int, dst: tuple[int, int]
 ) -> torch.Tensor:
@@ -120,12 +136,16 @@ def hard_negative_weights(
     return weights
 
 
-def describe(loss: str, alpha: float, attention_weight: float) -> tuple[str, bool]:
+def describe(
+    loss: str, alpha: float, attention_weight: float, similarity_weight: float = 0.0
+) -> tuple[str, bool]:
     """A run's loss in words, and whether its temperature matters: `kl+attention`, `mse`,
     `labels only` (alpha 0: the from-scratch baseline)."""
+    extras = "+attention" if attention_weight > 0 else ""
+    extras += "+similarity" if similarity_weight > 0 else ""
     if alpha == 0:
-        return ("labels+attention" if attention_weight > 0 else "labels only"), False
-    name = loss + ("+attention" if attention_weight > 0 else "")
+        return ("labels" + extras if extras else "labels only"), False
+    name = loss + extras
     return (name + f"+{1 - alpha:g}*labels" if alpha < 1 else name), loss in ("ce", "kl")
 
 
@@ -140,7 +160,8 @@ def logit_loss(name: str, temperature: float) -> nn.Module:
 
 
 class DistillationCriterion(nn.Module):
-    """loss = α·distill(z_s, z_t) + (1−α)·CE(z_s, y) + w_att·AttentionTransfer(a_s, a_t).
+    """loss = α·distill(z_s, z_t) + (1−α)·CE(z_s, y) + w_att·AttentionTransfer(a_s, a_t)
+              + w_sim·SimilarityPreserving(e_s, e_t).
 
     The teacher is frozen (eval mode, no gradients); only the student learns.
     """
@@ -153,6 +174,7 @@ class DistillationCriterion(nn.Module):
         alpha: float = 1.0,
         attention_weight: float = 0.0,
         attention: AttentionTransfer | None = None,
+        similarity_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
@@ -160,21 +182,25 @@ class DistillationCriterion(nn.Module):
         self.alpha = alpha
         self.attention_weight = attention_weight
         self.attention = attention
+        self.similarity_weight = similarity_weight
+        self.similarity = SimilarityPreserving()
 
     def forward(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         use_att = self.attention is not None and self.attention_weight > 0
-        if self.alpha == 0 and not use_att:  # labels only: the from-scratch baseline
+        use_sim = self.similarity_weight > 0
+        if self.alpha == 0 and not (use_att or use_sim):  # labels only: from-scratch baseline
             return F.cross_entropy(student(x).float(), y)
         with torch.no_grad():
-            t_out = self.teacher(x, return_attention=use_att)
-        s_out = student(x, return_attention=use_att)
-        (z_t, a_t), (z_s, a_s) = (t_out, s_out) if use_att else ((t_out, None), (s_out, None))
+            z_t, a_t, e_t = self.teacher.outputs(x)
+        z_s, a_s, e_s = student.outputs(x)
         z_s, z_t = z_s.float(), z_t.float()
         loss = self.alpha * self.distill(z_s, z_t)
         if self.alpha < 1:
             loss = loss + (1 - self.alpha) * F.cross_entropy(z_s, y)
         if use_att:
             loss = loss + self.attention_weight * self.attention(a_s.float(), a_t.float())
+        if use_sim:
+            loss = loss + self.similarity_weight * self.similarity(e_s.float(), e_t.float())
         return loss
 
     def train(self, mode: bool = True):

@@ -62,7 +62,10 @@ def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
     d = ckpt.info.get("distill") or {}
     if d:  # derived from the settings, so older checkpoints read the same way
         label, uses_t = describe(
-            d.get("loss", "?"), d.get("alpha", 1.0), d.get("attention_weight", 0.0)
+            d.get("loss", "?"),
+            d.get("alpha", 1.0),
+            d.get("attention_weight", 0.0),
+            d.get("similarity_weight", 0.0),
         )
     else:
         label, uses_t = ckpt.info.get("loss", "?"), False

@@ -217,7 +217,7 @@ def train_student(
         cfg.model.stride[1],
     )
     criterion = DistillationCriterion(
-        teacher, d.loss, d.temperature, d.alpha, d.attention_weight, attention
+        teacher, d.loss, d.temperature, d.alpha, d.attention_weight, attention, d.similarity_weight
     )
 
     def sampling(data: engine.TrainData) -> torch.Tensor | None:
@@ -229,7 +229,7 @@ def train_student(
         )
 
     info = {
-        "loss": describe(d.loss, d.alpha, d.attention_weight)[0],
+        "loss": describe(d.loss, d.alpha, d.attention_weight, d.similarity_weight)[0],
         "distill": d.model_dump(mode="json"),
         "teacher": {
             "path": str(Path(d.teacher).resolve()),
@@ -424,6 +424,7 @@ def default_student_name(cfg: RunConfig) -> str:
     name = f"student-{d.loss}" + (f"-T{d.temperature:g}" if d.loss != "mse" else "")
     name += f"-a{d.alpha:g}" if d.alpha < 1 else ""
     name += f"-att{d.attention_weight:g}" if d.attention_weight > 0 else ""
+    name += f"-sim{d.similarity_weight:g}" if d.similarity_weight > 0 else ""
     name += f"-mix{d.mixup:g}" if d.mixup > 0 else ""
     name += f"-hn{d.hard_negatives:g}" if d.hard_negatives > 0 else ""
     return name + ("-amp" if cfg.train.amp else "")

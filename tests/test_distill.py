@@ -16,6 +16,7 @@ from kwscli.distill import (
     DistillationCriterion,
     KLDivergence,
     MSELogits,
+    SimilarityPreserving,
     SoftCrossEntropy,
     hard_negative_weights,
     resample_attention,
@@ -156,6 +157,7 @@ runner = CliRunner()
         ["--loss", "kl", "--attention-weight", "1"],
         ["--loss", "kl", "--mixup", "0.5"],
         ["--loss", "kl", "--hard-negatives", "0.5"],
+        ["--loss", "kl", "--similarity-weight", "100"],
     ],
 )
 def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp):
@@ -202,6 +204,7 @@ def test_distill_each_loss_through_cli(trained_teacher, tmp_path, loss_args, amp
         (["--mixup", "0.5", "--alpha", "0.5"], "needs alpha=1"),
         (["--mixup", "1.5"], "distill.mixup"),
         (["--hard-negatives", "-0.1"], "distill.hard_negatives"),
+        (["--similarity-weight", "-1"], "distill.similarity_weight"),
     ],
 )
 def test_distill_bad_settings(trained_teacher, args, needle):
@@ -259,19 +262,21 @@ def test_alpha_zero_is_labels_only_and_never_runs_the_teacher():
 
 
 @pytest.mark.parametrize(
-    ("loss", "alpha", "att", "label", "uses_t"),
+    ("loss", "alpha", "att", "sim", "label", "uses_t"),
     [
-        ("kl", 1.0, 0.0, "kl", True),
-        ("kl", 0.0, 0.0, "labels only", False),
-        ("mse", 1.0, 1.0, "mse+attention", False),
-        ("ce", 0.5, 0.0, "ce+0.5*labels", True),
-        ("kl", 0.0, 2.0, "labels+attention", False),
+        ("kl", 1.0, 0.0, 0.0, "kl", True),
+        ("kl", 0.0, 0.0, 0.0, "labels only", False),
+        ("mse", 1.0, 1.0, 0.0, "mse+attention", False),
+        ("ce", 0.5, 0.0, 0.0, "ce+0.5*labels", True),
+        ("kl", 0.0, 2.0, 0.0, "labels+attention", False),
+        ("kl", 1.0, 1.0, 100.0, "kl+attention+similarity", True),
+        ("kl", 0.0, 0.0, 100.0, "labels+similarity", False),
     ],
 )
-def test_describe_names_what_a_run_actually_optimised(loss, alpha, att, label, uses_t):
+def test_describe_names_what_a_run_actually_optimised(loss, alpha, att, sim, label, uses_t):
     from kwscli.distill import describe
 
-    assert describe(loss, alpha, att) == (label, uses_t)
+    assert describe(loss, alpha, att, sim) == (label, uses_t)
 
 
 # ---------------------------------------------------------------- hard negatives
@@ -297,3 +302,52 @@ def test_hard_negative_weights_by_hand():
     assert hard_negative_weights(MeanTeacher(), x, labels, 0.0).tolist() == pytest.approx(
         [0.125] * 4 + [0.5]
     )
+
+
+# ---------------------------------------------------------------- similarity preserving
+
+
+def test_similarity_preserving_by_hand():
+    """(1/B²)·Σ (row-normalised G_s − row-normalised G_t)², computed with plain Python."""
+    e_s = [[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]]
+    e_t = [[2.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+
+    def normalised_gram(e):
+        g = [[sum(a * b for a, b in zip(u, v, strict=True)) for v in e] for u in e]
+        return [[x / math.sqrt(sum(y * y for y in row)) for x in row] for row in g]
+
+    gs, gt = normalised_gram(e_s), normalised_gram(e_t)
+    expected = sum((gs[i][j] - gt[i][j]) ** 2 for i in range(3) for j in range(3)) / 9
+    got = SimilarityPreserving()(torch.tensor(e_s), torch.tensor(e_t)).item()
+    assert got == pytest.approx(expected, rel=1e-6)
+    # widths may differ; equal geometry (a rotation and a scale) gives zero
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    e = torch.tensor(e_s)
+    assert SimilarityPreserving()(e, 3 * e @ rot).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_similarity_term_adds_to_the_criterion_and_pulls_embeddings_together():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        cnn_out_channels=2, kernel_size=(5, 10), stride=(5, 4), hidden_size=6, gru_num_layers=1
+    )
+    teacher, student = CRNN(ModelConfig(hidden_size=12), 40), CRNN(cfg, 40)
+    x, y = torch.randn(16, 40, 101), torch.randint(0, 2, (16,))
+    sp = SimilarityPreserving()
+    plain = DistillationCriterion(teacher, "kl", 4.0)(student, x, y)
+    with_sim = DistillationCriterion(teacher, "kl", 4.0, similarity_weight=50.0)
+    e_t = teacher.outputs(x)[2].detach()
+    expected = plain + 50.0 * sp(student.outputs(x)[2], e_t)
+    assert with_sim(student, x, y).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    def gap() -> float:
+        with torch.no_grad():
+            return sp(student.outputs(x)[2], e_t).item()
+
+    before = gap()
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        with_sim(student, x, y).backward()
+        opt.step()
+    assert gap() < 0.5 * before

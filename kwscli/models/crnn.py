@@ -53,10 +53,15 @@ class CRNN(nn.Module):
         return x.transpose(1, 2)  # (B, T', C·F')
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
+        logits, weights, _ = self.outputs(x)
+        return (logits, weights) if return_attention else logits
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, classes), attention weights (B, T') and the pooled embedding (B, H) that
+        the classifier reads: what distillation can compare between teacher and student."""
         h, _ = self.gru(self.encode(x))  # (B, T', H)
         pooled, weights = self.attention(h)  # (B, H), (B, T')
-        logits = self.classifier(pooled)  # (B, num_classes)
-        return (logits, weights) if return_attention else logits
+        return self.classifier(pooled), weights, pooled
 
 
 class HalfPrecision(nn.Module):
