@@ -36,9 +36,18 @@ run tiny-k12-s5-noatt-alpha05 --attention-weight 0 --alpha 0.5
 # larger students with the same recipe: do they close the gap to the teacher? (no: same au_fa_fr)
 run mid-h24-s5 --hidden-size 24
 run mid-h32-s8 --hidden-size 32 --stride 7 8
+# the teacher's errors are mostly one confusable word ("sheena"): more of the clips the teacher
+# finds hard, its embedding's similarities, or time stride 4 paid for with a smaller conv / GRU
+run tiny-k12-s5-hn0.5 --hard-negatives 0.5
+run tiny-k12-s5-hn0.9 --hard-negatives 0.9
+run tiny-k12-s5-sim200 --similarity-weight 200
+run tiny-k12-s5-sim1000 --similarity-weight 1000
+run tiny-k12-s4-c2 --cnn-out-channels 2 --stride 7 4
+run tiny-k12-s4-h12 --stride 7 4 --hidden-size 12
 students=(student-kl-T4 tiny-h16 tiny-h12 tiny-h16-att-long tiny-s8 tiny-s6 tiny-k12-s5
   tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2 tiny-k12-s5-alpha05 tiny-k12-s5-noatt
-  tiny-k12-s5-noatt-seed1 tiny-k12-s5-noatt-alpha05 mid-h24-s5 mid-h32-s8)
+  tiny-k12-s5-noatt-seed1 tiny-k12-s5-noatt-alpha05 mid-h24-s5 mid-h32-s8 tiny-k12-s5-hn0.5
+  tiny-k12-s5-hn0.9 tiny-k12-s5-sim200 tiny-k12-s5-sim1000 tiny-k12-s4-c2 tiny-k12-s4-h12)
 for s in "${students[@]}"; do
   m="$RUNS/$s/model.pt"
   [ -f "${m%.pt}.fp16.pt" ] || kws fp16 "$m"
