@@ -8,7 +8,7 @@
 # speech and noise, never the keyword); data/negatives/test.wav is kept unseen for measuring.
 set -euo pipefail
 RUNS=${RUNS:-runs/bench}
-STUDENT=${STUDENT:-tiny-k12-s5}
+STUDENT=${STUDENT:-tiny-k12-s5-noaug}
 KIND=${KIND:-int8}   # int8: the smallest file and, on CPUs, faster than fp16 arithmetic
 FA_PER_HOUR=${FA_PER_HOUR:-1}
 NEG=data/negatives/calibration.wav
