@@ -50,11 +50,23 @@ run tiny-k12-s4-h12 --stride 7 4 --hidden-size 12
 # the step that mattered: no augmentation for the student (examples/student.yaml as it is now)
 clean tiny-k12-s5-noaug
 clean tiny-k12-s5-noaug-seed1 --seed 1
+clean tiny-k12-s5-noaug-seed2 --seed 2
+clean tiny-k12-s5-noaug-seed3 --seed 3
+clean tiny-s8-noaug --kernel-size 7 20 --stride 7 8
+# the SPEC user's student as in bench_distill.sh (b), without augmentation
+[ -f "$RUNS/student-kl-T4-noaug/model.pt" ] || kws distill --teacher "$T" --runs-dir "$RUNS" \
+  --epochs 40 --lr 3e-3 --loss kl --temperature 4 --no-augment --name student-kl-T4-noaug
+# does the teacher gain as much without augmentation? (val yes, test no) and its own student
+TN="$RUNS/teacher-noaug/model.pt"
+[ -f "$TN" ] || kws teacher --data "${DATA:-data/synth-full}" --runs-dir "$RUNS" \
+  --name teacher-noaug --epochs 20 --no-augment
+clean tiny-k12-s5-noaug-from-noaug-teacher --teacher "$TN"
 students=(student-kl-T4 tiny-h16 tiny-h12 tiny-h16-att-long tiny-s8 tiny-s6 tiny-k12-s5
   tiny-k12-s5-seed1 tiny-f6 tiny-k12-s5-mse tiny-k12-s5-T2 tiny-k12-s5-alpha05 tiny-k12-s5-noatt
   tiny-k12-s5-noatt-seed1 tiny-k12-s5-noatt-alpha05 mid-h24-s5 mid-h32-s8 tiny-k12-s5-hn0.5
   tiny-k12-s5-hn0.9 tiny-k12-s5-sim200 tiny-k12-s5-sim1000 tiny-k12-s4-c2 tiny-k12-s4-h12
-  tiny-k12-s5-noaug tiny-k12-s5-noaug-seed1)
+  tiny-k12-s5-noaug tiny-k12-s5-noaug-seed1 tiny-k12-s5-noaug-seed2 tiny-k12-s5-noaug-seed3
+  tiny-s8-noaug student-kl-T4-noaug tiny-k12-s5-noaug-from-noaug-teacher)
 for s in "${students[@]}"; do
   m="$RUNS/$s/model.pt"
   [ -f "${m%.pt}.fp16.pt" ] || kws fp16 "$m"
