@@ -24,6 +24,7 @@ class RunSummary:
     temperature: float | None
     alpha: float | None
     attention_weight: float | None
+    augment: bool | None  # trained with noise/gain/SpecAugment (None: not recorded)
     params: int
     bytes: int
     macs_2s: int
@@ -77,6 +78,7 @@ def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
         temperature=d.get("temperature") if uses_t else None,
         alpha=d.get("alpha"),
         attention_weight=d.get("attention_weight"),
+        augment=(ckpt.info.get("train") or {}).get("augment"),
         params=cost.params,
         bytes=cost.size_bytes,
         macs_2s=cost.macs_2s,

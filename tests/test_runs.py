@@ -36,6 +36,7 @@ def test_runs_lists_teacher_and_student_with_ratios(trained_teacher, tmp_path):
             str(runs),
             "--name",
             "s",
+            "--no-augment",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -55,6 +56,7 @@ def test_runs_lists_teacher_and_student_with_ratios(trained_teacher, tmp_path):
     assert student["au_fa_fr_ratio"] == student["au_fa_fr"] / teacher["au_fa_fr"]
     assert student["loss"] == "kl" and student["temperature"] == 4.0
     assert teacher["memory_ratio"] is None
+    assert (student["augment"], teacher["augment"]) == (False, True)
 
     table = runner.invoke(app, ["runs", str(runs)])
     assert table.exit_code == 0 and "student" in table.output and "teacher" in table.output
