@@ -40,8 +40,7 @@ class FeatureAugmenter:
         self, logmel: torch.Tensor, energy: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
         b = logmel.shape[0]
-        floor = LOG_FLOOR_LOG
-        power = torch.where(logmel <= floor, torch.zeros_like(logmel), logmel.exp())  # (B, F, T)
+        power = to_power(logmel)  # (B, F, T)
         choice = torch.randint(0, 4, (b,), generator=gen)
         if self.noise_power is None:
             choice[choice == 3] = 0  # no background noise in this dataset
@@ -59,8 +58,17 @@ class FeatureAugmenter:
             # g² so that power(x) / (g²·power(n)) = 10^(snr/10)
             g2 = energy[bg] / (self.noise_energy[pick] * 10 ** (NOISE_SNR_DB / 10))
             power[bg] += g2[:, None, None] * self.noise_power[pick]
-        out = torch.log(power.clamp(LOG_FLOOR, 1e9))
-        return spec_augment(out, gen, FREQ_MASK, TIME_MASK, fill=floor)
+        return spec_augment(to_log(power), gen, FREQ_MASK, TIME_MASK, fill=LOG_FLOOR_LOG)
+
+
+def to_power(logmel: torch.Tensor) -> torch.Tensor:
+    """Mel power of cached log-mels; bins at the log floor (silence, masks) become exactly 0."""
+    return torch.where(logmel <= LOG_FLOOR_LOG, torch.zeros_like(logmel), logmel.exp())
+
+
+def to_log(power: torch.Tensor) -> torch.Tensor:
+    """Back to log-mel, clamped to the cache's range."""
+    return torch.log(power.clamp(LOG_FLOOR, 1e9))
 
 
 def spec_augment(
@@ -116,7 +124,6 @@ class Mixup:
         lam = torch.rand(b, generator=gen)[:, None, None]
         if not mixed.any():
             return x
-        power = torch.where(x <= LOG_FLOOR_LOG, torch.zeros_like(x), x.exp())
-        mix = lam * power + (1 - lam) * power[partner]
-        out = torch.log(mix.clamp(LOG_FLOOR, 1e9))
+        power = to_power(x)
+        out = to_log(lam * power + (1 - lam) * power[partner])
         return torch.where(mixed[:, None, None], out, x)
