@@ -134,12 +134,17 @@ def test_attention_distillation_pulls_student_attention_toward_teacher():
 
     before = gap()
     crit = DistillationCriterion(teacher, "kl", 4.0, 1.0, attention_weight=1.0, attention=att)
-    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
-    for _ in range(30):
-        opt.zero_grad()
-        crit(student, x, y).backward()
-        opt.step()
+    _fit(crit, student, x, y)
     assert gap() < 0.5 * before
+
+
+def _fit(criterion, student, x, y, steps: int = 30) -> None:
+    """A few Adam steps of `student` on one batch under `criterion`."""
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        criterion(student, x, y).backward()
+        opt.step()
 
 
 # ---------------------------------------------------------------- CLI
@@ -345,9 +350,5 @@ def test_similarity_term_adds_to_the_criterion_and_pulls_embeddings_together():
             return sp(student.outputs(x)[2], e_t).item()
 
     before = gap()
-    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
-    for _ in range(30):
-        opt.zero_grad()
-        with_sim(student, x, y).backward()
-        opt.step()
+    _fit(with_sim, student, x, y)
     assert gap() < 0.5 * before
