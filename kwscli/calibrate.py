@@ -3,7 +3,7 @@ keep it (with the facts behind it) in the checkpoint."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +15,41 @@ from kwscli.errors import ConfigError, DataError, KwsError
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 
+STATES = ("window", "carry")
+
+
+@dataclass
+class StateCalibration:
+    """The threshold for one state mode and what it costs, on each set that was given."""
+
+    state: str
+    threshold: float
+    fa_per_hour: float  # measured at `threshold` on the negatives
+    false_alarms: int
+    frr: float | None  # on the validation keyword clips at `threshold`
+    positives: int
+    real_frr: float | None = None  # on the --positives keyword clips (real voices)
+    real_positives: int = 0
+    real_fpr: float | None = None  # clips of other words under --positives that fire
+    real_negatives: int = 0
+
+
 @dataclass
 class Calibration:
     model: str
     output: str
     target_fa_per_hour: float
-    threshold: float
-    fa_per_hour: float  # measured at `threshold` on the negatives
+    threshold: float  # of the first state mode calibrated (window unless only carry)
+    fa_per_hour: float
     false_alarms: int
     hours: float  # of negative audio actually read
     files: int
     skipped: list[str]
-    frr: float | None  # on the validation keyword clips at `threshold`
+    frr: float | None
     positives: int
     state: str
+    states: dict[str, dict] = field(default_factory=dict)  # state → StateCalibration as a dict
+    positives_dir: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,19 +66,69 @@ def calibrate(
     fa_per_hour: float,
     out: str | Path | None = None,
     data: str | Path | None = None,
-    state: str = "window",
+    state: str = "both",
     force: bool = False,
+    positives: str | Path | None = None,
 ) -> Calibration:
+    """The lowest threshold meeting `fa_per_hour` on `negatives`, for each state mode asked
+    (`both`: window and carry, each stored), with the false rejects it costs on the validation
+    keyword clips and, with `positives` (real clips, Speech Commands layout), on real voices."""
     from kwscli.files import check_output
 
-    check_state(state)
-    if fa_per_hour < 0:
-        raise ConfigError(f"--fa-per-hour {fa_per_hour}: must be ≥ 0")
+    if state != "both":
+        check_state(state)
+    if not 0 <= fa_per_hour < float("inf"):
+        raise ConfigError(f"--fa-per-hour {fa_per_hour}: must be ≥ 0 and finite")
     ckpt = load_checkpoint(model_path)
     out = Path(out) if out else Path(model_path).with_suffix(".calibrated.pt")
     check_output(out, force)
     files = audio_files(Path(negatives))
-    detector = make_detector(ckpt, state)
+    real = _real_clips(Path(positives), ckpt.keyword) if positives is not None else None
+    states = list(STATES) if state == "both" else [state]
+    if ckpt.model.bidirectional and "carry" in states:
+        if state == "carry":
+            make_detector(ckpt, "carry")  # its one-line error
+        states.remove("carry")
+    results: dict[str, StateCalibration] = {}
+    hours, skipped = 0.0, []
+    for mode in states:
+        detector = make_detector(ckpt, mode)
+        traces, skipped, hours = _negative_traces(files, detector, negatives)
+        chosen, count = _lowest_meeting(traces, hours, fa_per_hour, detector.window_seconds)
+        frr, n_val = _frr(ckpt, data, detector, chosen)
+        cal = StateCalibration(mode, chosen, count / hours, count, frr, n_val)
+        if real is not None:
+            pos, neg = (_clip_peaks(clips, detector) for clips in real)
+            cal.real_frr, cal.real_positives = float(np.mean(pos < chosen)), len(pos)
+            if len(neg):
+                cal.real_fpr, cal.real_negatives = float(np.mean(neg >= chosen)), len(neg)
+        results[mode] = cal
+    first = results[states[0]]
+    ckpt.threshold = first.threshold
+    result = Calibration(
+        model=str(model_path),
+        output=str(out),
+        target_fa_per_hour=fa_per_hour,
+        threshold=first.threshold,
+        fa_per_hour=first.fa_per_hour,
+        false_alarms=first.false_alarms,
+        hours=hours,
+        files=len(files) - len(skipped),
+        skipped=skipped,
+        frr=first.frr,
+        positives=first.positives,
+        state=first.state,
+        states={k: asdict(v) for k, v in results.items()},
+        positives_dir=str(positives) if positives is not None else None,
+    )
+    stored = {k: v for k, v in result.to_dict().items() if k not in ("model", "output", "skipped")}
+    stored["thresholds"] = {k: v.threshold for k, v in results.items()}
+    ckpt.info = {**ckpt.info, "calibration": stored}
+    save_checkpoint(ckpt, out)
+    return result
+
+
+def _negative_traces(files: list[Path], detector, negatives) -> tuple[list, list[str], float]:
     traces, skipped, seconds = [], [], 0.0
     for f in files:
         r = detect_file(f, detector, threshold=0.5, keep_trace=True)
@@ -68,49 +139,50 @@ def calibrate(
         traces.append((r.times, r.probs))
     if seconds == 0:
         raise DataError(f"{negatives}: none of its {len(files)} audio files could be read")
-    hours = seconds / 3600
-    window_s = detector.window_seconds
+    return traces, skipped, seconds / 3600
 
+
+def _lowest_meeting(traces, hours: float, fa_per_hour: float, window_s: float):
     def false_alarms(t: float) -> int:  # (the focus argument only places detections: unused)
         return sum(len(find_detections(ts, ps, ts, t, REFRACTORY_S, window_s)) for ts, ps in traces)
 
-    chosen, count = None, 0
     for t in threshold_grid():  # lowest threshold meeting the target
         n = false_alarms(t)
         if n / hours <= fa_per_hour:
-            chosen, count = float(t), n
-            break
-    if chosen is None:
-        top = float(threshold_grid()[-1])
-        raise KwsError(
-            f"no threshold meets {fa_per_hour:g} false alarms/hour on these {hours:.2f} h: even at "
-            f"{top:.7f} it fires {false_alarms(top)} times; allow more FA/h, or retrain with these "
-            "false alarms (kws detect --save-triggers)"
-        )
-    frr, positives = _frr(ckpt, data, detector, chosen)
-    ckpt.threshold = chosen
-    result = Calibration(
-        model=str(model_path),
-        output=str(out),
-        target_fa_per_hour=fa_per_hour,
-        threshold=chosen,
-        fa_per_hour=count / hours,
-        false_alarms=count,
-        hours=hours,
-        files=len(files) - len(skipped),
-        skipped=skipped,
-        frr=frr,
-        positives=positives,
-        state=state,
+            return float(t), n
+    top = float(threshold_grid()[-1])
+    raise KwsError(
+        f"no threshold meets {fa_per_hour:g} false alarms/hour on these {hours:.2f} h: even at "
+        f"{top:.7f} it fires {false_alarms(top)} times; allow more FA/h, or retrain with these "
+        "false alarms (kws detect --save-triggers)"
     )
-    ckpt.info = {
-        **ckpt.info,
-        "calibration": {
-            k: v for k, v in result.to_dict().items() if k not in ("model", "output", "skipped")
-        },
-    }
-    save_checkpoint(ckpt, out)
-    return result
+
+
+def _real_clips(folder: Path, keyword: str) -> tuple[list[Path], list[Path]]:
+    """(keyword clips, other clips) of a real dataset: `folder/<keyword>/*` are the keyword,
+    every other word folder (and `_silence_`) is not; a folder without a keyword subfolder is
+    read as keyword clips only."""
+    from kwscli.data.speech_commands import scan_dataset
+
+    if not folder.is_dir():
+        raise DataError(f"--positives {folder}: no such folder of keyword clips")
+    if (folder / keyword.replace(" ", "_")).is_dir():
+        index = scan_dataset(folder, keyword.replace(" ", "_"), "random")
+        paths = [folder / p for p in index.paths]
+        pos = [p for p, y in zip(paths, index.labels, strict=True) if y == 1]
+        neg = [p for p, y in zip(paths, index.labels, strict=True) if y == 0]
+        return pos, neg
+    return audio_files(folder), []
+
+
+def _clip_peaks(clips: list[Path], detector) -> np.ndarray:
+    """The highest P(keyword) the detector reaches in each clip (unreadable clips left out)."""
+    peaks = []
+    for p in clips:
+        r = detect_file(p, detector, threshold=1.0, keep_trace=True)
+        if not r.error:
+            peaks.append(float(np.max(r.probs)) if len(r.probs) else 0.0)
+    return np.array(peaks)
 
 
 def audio_files(folder: Path) -> list[Path]:

@@ -40,14 +40,18 @@ def _warn(message: str) -> None:
     """A warning: one unwrapped line on stderr, the work goes on."""
     from kwscli.report import err_console
 
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1):
     from kwscli.report import err_console
 
+    from rich.markup import escape
+
     lines = message.splitlines() or [message]
-    err_console.print(f"[bold red]error:[/] {lines[0]}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
     for line in lines[1:]:
         err_console.print(f"  {line}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -126,6 +130,14 @@ Amp = Annotated[
     typer.Option("--amp/--no-amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU)."),
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")]
+SelectOn = Annotated[
+    str | None,
+    typer.Option(
+        metavar="DIR",
+        help="Pick the best epoch by au_fa_fr on this small real dataset (Speech Commands "
+        "layout) instead of the synthetic validation split.",
+    ),
+]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing run.")]
 
 
@@ -134,7 +146,12 @@ def _overrides(**kw) -> dict:
     return {
         "name": kw.get("name"),
         "runs_dir": kw.get("runs_dir"),
-        "data": {"path": kw.get("data"), "keyword": kw.get("keyword"), "split": kw.get("split")},
+        "data": {
+            "path": kw.get("data"),
+            "keyword": kw.get("keyword"),
+            "split": kw.get("split"),
+            "select_on": kw.get("select_on"),
+        },
         "features": {"n_mels": kw.get("n_mels")},
         "model": {
             "cnn_out_channels": kw.get("cnn_out_channels"),
@@ -197,6 +214,7 @@ def teacher(
     gru_num_layers: Layers = None,
     bidirectional: Bidir = None,
     amp: Amp = None,
+    select_on: SelectOn = None,
     print_config: PrintConfig = False,
     resume: Resume = False,
     force: Force = False,
@@ -260,6 +278,7 @@ def distill(
     gru_num_layers: Layers = None,
     bidirectional: Bidir = None,
     amp: Amp = None,
+    select_on: SelectOn = None,
     print_config: PrintConfig = False,
     resume: Resume = False,
     force: Force = False,
@@ -284,8 +303,10 @@ def _train(fn, cfg, resume: bool, force: bool) -> None:
     skipped = result.extras.get("skipped") or []
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable files, e.g. {skipped[0]}")
+    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    chosen = "" if best.select_au_fa_fr is None else f" (chosen on {cfg.data.select_on})"
     console.print(
-        f"best epoch {result.best_epoch}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
+        f"best epoch {result.best_epoch}{chosen}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
         f"{result.checkpoint}"
     )
 
@@ -335,6 +356,11 @@ def evaluate(
         targets = Targets(target_memory, target_macs, target_au_fa_fr)
         for r in reports:
             r.targets = check_targets(r, base, targets)
+    if reports[0].skipped_dirs:
+        dirs = ", ".join(reports[0].skipped_dirs)
+        _warn(f"not read as clips: folders {dirs} of {reports[0].data}")
+    if reports[0].skipped_files:
+        _warn(f"{reports[0].skipped_files} unreadable files skipped in {reports[0].data}")
     written = []
     if plot:
         plot_fa_fr(reports, plot)
@@ -422,7 +448,7 @@ def detect(
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.detect import detect_files
     from kwscli.files import ensure_folder
-    from kwscli.report import detections_table, err_console, plot_trace, print_json
+    from kwscli.report import detect_header, detections_table, err_console, plot_trace, print_json
 
     for folder in (plot.parent if plot else None, save_triggers):
         if folder is not None:
@@ -434,6 +460,7 @@ def detect(
     if json_out:
         print_json([r.to_dict(run.settings) for r in run.results])
     else:
+        detect_header(run.settings)
         for r in run.results:
             if r.error:
                 err_console.print(f"[bold red]error:[/] {r.error}", highlight=False)
@@ -455,7 +482,17 @@ def calibrate(
         Path | None, typer.Option(help="(default: MODEL.calibrated.pt beside it)")
     ] = None,
     data: DataDir = None,
-    state: Annotated[str, typer.Option(help="window or carry, as in detect.")] = "window",
+    state: Annotated[
+        str, typer.Option(help="both (a threshold for each), window or carry, as in detect.")
+    ] = "both",
+    positives: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Real keyword clips (a Speech Commands layout folder, or a folder of clips): "
+            "the false rejects on real voices are measured and stored with the threshold.",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -463,7 +500,7 @@ def calibrate(
     from kwscli.calibrate import calibrate as run_calibration
     from kwscli.report import calibration_table, console, print_json
 
-    result = run_calibration(model, negatives, fa_per_hour, out, data, state, force)
+    result = run_calibration(model, negatives, fa_per_hour, out, data, state, force, positives)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -538,11 +575,42 @@ def data_synth(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing synth dataset.")
     ] = False,
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Speech engines, comma-separated: espeak (built in), hibari, piper "
+            '(pip install "kws[voices]"). More engines transfer better to real voices.'
+        ),
+    ] = "espeak",
+    piper_voice: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--piper-voice",
+            metavar="FILE.onnx",
+            help="A Piper voice file (its .onnx.json beside it); repeat for more voices.",
+        ),
+    ] = None,
+    keyword_phonemes: Annotated[
+        str | None,
+        typer.Option(
+            metavar="IPA",
+            help="How the keyword should sound, in IPA (built in for sheila: ʃˈiːlə). Engines "
+            "that say it otherwise are warned about and, where they can, spoken from these.",
+        ),
+    ] = None,
+    neural_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of clips per engine other than espeak.")
+    ] = 0.25,
+    keyword_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of clips that are the keyword.")
+    ] = 0.04,
 ) -> None:
-    """Generate a Speech-Commands-layout dataset with the built-in TTS (no network)."""
+    """Generate a Speech-Commands-layout dataset with TTS engines (no network)."""
+    from kwscli.data.engines import parse_engines
     from kwscli.data.synthetic import synthesize_dataset
     from kwscli.report import CountProgress, console
 
+    names = parse_engines(engines)
     with CountProgress("synthesizing") as progress:
         rep = synthesize_dataset(
             out,
@@ -552,13 +620,21 @@ def data_synth(
             workers=workers,
             progress=progress,
             force=force,
+            engines=names,
+            piper_voices=piper_voice or (),
+            keyword_phonemes=keyword_phonemes,
+            neural_share=neural_share,
+            keyword_fraction=keyword_fraction,
         )
+    for w in rep.warnings:
+        _warn(w)
     what = f"{rep.clips:,} clips ({rep.keyword_clips:,} {keyword!r})"
     if rep.already_present:
         console.print(f"{what} already at {rep.root} with these settings (--force to remake)")
     else:
+        engines_used = ", ".join(f"{n} {c:,}" for n, c in rep.per_engine.items())
         console.print(
-            f"{what} from {rep.speakers:,} speakers, {rep.voices} voices, in "
+            f"{what} from {rep.speakers:,} speakers, {rep.voices} voices ({engines_used}), in "
             f"{rep.seconds:.1f}s → {rep.root}"
         )
 

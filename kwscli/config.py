@@ -113,6 +113,12 @@ class DataConfig(_Strict):
         description="Seed of split=random (kept apart from train.seed, so "
         "a student trained with another seed validates on its teacher's clips).",
     )
+    select_on: str | None = Field(
+        None,
+        description="A small real dataset (Speech Commands layout, every clip used) that picks "
+        "the best epoch by its au_fa_fr instead of the validation split: synthetic validation "
+        "cannot tell when a model stops improving on real voices.",
+    )
 
 
 LOSSES = ("mse", "ce", "kl")  # the logit losses of kwscli/distill.py

@@ -254,12 +254,29 @@ def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> Str
     return StreamingDetector(build_model(ckpt), ckpt.features, step=step, state=state)
 
 
-def threshold_source(ckpt: Checkpoint) -> str:
+def stored_threshold(ckpt: Checkpoint, state: str) -> tuple[float, str]:
+    """The threshold `kws detect --state STATE` uses when none is given, and where it is from:
+    the calibration for that state mode; else the checkpoint's one threshold (said to be
+    calibrated for another mode when it is); else DEFAULT_THRESHOLD."""
+    cal = ckpt.info.get("calibration") or {}
+    per_state = cal.get("thresholds") or {}
+    if state in per_state:
+        how = f"calibrated for --state {state} at {cal.get('target_fa_per_hour', '?'):g} FA/h"
+        if cal.get("positives_dir"):
+            how += ", real false rejects measured"
+        return float(per_state[state]), how
     if not ckpt.threshold:
-        return "default (the model has no calibrated threshold)"
+        return DEFAULT_THRESHOLD, "default (the model has no calibrated threshold)"
     if "calibration_before_compression" in ckpt.info and "calibration" not in ckpt.info:
-        return "checkpoint (calibrated before compression: run kws calibrate on this model)"
-    return "checkpoint"
+        return ckpt.threshold, (
+            "checkpoint (calibrated before compression: run kws calibrate on this model)"
+        )
+    mode = cal.get("state")
+    if mode and mode != state:
+        return ckpt.threshold, (
+            f"checkpoint, calibrated for --state {mode} only (run kws calibrate --state {state})"
+        )
+    return ckpt.threshold, "checkpoint"
 
 
 def check_state(state: str) -> str:
@@ -311,7 +328,7 @@ def detect_files(
     ckpt = load_checkpoint(model or bundled_model())
     source = "flag"
     if threshold is None:
-        threshold, source = ckpt.threshold or DEFAULT_THRESHOLD, threshold_source(ckpt)
+        threshold, source = stored_threshold(ckpt, state)
     detector = make_detector(ckpt, state)
     f = ckpt.features
     settings = {

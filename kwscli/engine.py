@@ -23,7 +23,7 @@ from kwscli.checkpoint import Checkpoint, save_checkpoint
 from kwscli.config import TrainConfig
 from kwscli.errors import Interrupted, KwsError
 from kwscli.files import atomic_torch_save, write_json
-from kwscli.metrics import au_fa_fr
+from kwscli.metrics import au_fa_fr, recall_at_far, roc_auc
 from kwscli.models.crnn import input_device, input_dtype
 
 Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -53,6 +53,9 @@ class TrainData:
     val_idx: torch.Tensor
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None
     weights: torch.Tensor | None = None  # (len(train_idx),) sampling weights; None = balanced
+    # --select-on: a (real) set that picks the best epoch instead of the validation split
+    select_features: torch.Tensor | None = None
+    select_labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -65,6 +68,9 @@ class EpochRecord:
     seconds: float
     best: bool = False
     lr: float = 0.0  # the learning rate this epoch ran at
+    select_au_fa_fr: float | None = None  # on the --select-on set, when given
+    select_roc_auc: float | None = None
+    select_recall_1pct: float | None = None  # recall at 1 % false positives
 
 
 @dataclass
@@ -94,8 +100,9 @@ def train(
     resume: bool = False,
     callbacks: Callbacks | None = None,
 ) -> TrainResult:
-    """Train `model`, keeping the best epoch (lowest val au_fa_fr) in `run_dir/model.pt` and a
-    resumable state in `run_dir/last.pt` after every epoch. Ctrl-C leaves both consistent."""
+    """Train `model`, keeping the best epoch (lowest val au_fa_fr; with a selection set, lowest
+    au_fa_fr there, val breaking ties) in `run_dir/model.pt` and a resumable state in
+    `run_dir/last.pt` after every epoch. Ctrl-C leaves both consistent."""
     loop = _Loop(model, criterion, data, cfg, run_dir, make_checkpoint)
     if resume:
         loop.restore()
@@ -175,6 +182,7 @@ class _Loop:
         )
         self.history: list[EpochRecord] = []
         self.best = (math.inf, 0)
+        self.best_key: tuple[float, ...] = (math.inf, math.inf)
         self.epoch = 0  # epochs finished
         if data.weights is not None:
             self.weights = data.weights.double()
@@ -193,6 +201,7 @@ class _Loop:
         torch.set_rng_state(state["torch_rng"])
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.best = (state["best_au_fa_fr"], state["best_epoch"])
+        self.best_key = tuple(state.get("best_key") or (state["best_au_fa_fr"], math.inf))
         self.epoch = state["epoch"]
 
     def learning_rate(self, epoch: int) -> float:
@@ -248,26 +257,44 @@ class _Loop:
         d = self.data
         probs, val_loss = predict(self.model, d.features[d.val_idx], d.labels[d.val_idx])
         labels = d.labels[d.val_idx].numpy()
-        return EpochRecord(
+        record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
             val_loss=val_loss,
             val_au_fa_fr=au_fa_fr(probs, labels),
             val_accuracy=float(((probs >= 0.5) == (labels == 1)).mean()),
-            seconds=time.perf_counter() - t0,
+            seconds=0.0,
         )
+        if d.select_features is not None:
+            p, _ = predict(self.model, d.select_features)
+            y = d.select_labels.numpy()
+            record.select_au_fa_fr = au_fa_fr(p, y)
+            record.select_roc_auc = roc_auc(p, y)
+            record.select_recall_1pct = recall_at_far(p, y, 0.01)
+        record.seconds = time.perf_counter() - t0
+        return record
 
     def save(self, record: EpochRecord) -> None:
         """Best checkpoint (if improved), then the resumable state, then the history: each
         written atomically, so a kill at any moment leaves a consistent set behind."""
-        if record.val_au_fa_fr < self.best[0]:
+        key = (record.val_au_fa_fr, math.inf)
+        if record.select_au_fa_fr is not None:
+            key = (record.select_au_fa_fr, record.val_au_fa_fr)
+        if key < self.best_key:
             self.best = (record.val_au_fa_fr, record.epoch)
+            self.best_key = key
             record.best = True
             metrics = {
                 "val_au_fa_fr": record.val_au_fa_fr,
                 "val_accuracy": record.val_accuracy,
                 "epoch": record.epoch,
             }
+            if record.select_au_fa_fr is not None:
+                metrics["select"] = {
+                    "au_fa_fr": record.select_au_fa_fr,
+                    "roc_auc": record.select_roc_auc,
+                    "recall_at_1pct": record.select_recall_1pct,
+                }
             save_checkpoint(self.make_checkpoint(metrics), self.run_dir / BEST)
         self.history.append(record)
         atomic_torch_save(
@@ -281,6 +308,7 @@ class _Loop:
                 "history": [asdict(r) for r in self.history],
                 "best_au_fa_fr": self.best[0],
                 "best_epoch": self.best[1],
+                "best_key": list(self.best_key),
             },
             self.run_dir / LAST,
         )

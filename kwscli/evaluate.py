@@ -6,6 +6,7 @@ it); `load_split` the one place a checkpoint's evaluation data is found.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,13 +63,15 @@ class ModelReport:
     keyword_clips: int
     au_fa_fr: float
     accuracy: float
-    operating_points: list[dict]
+    operating_points: list[dict]  # FRR at each false-alarm rate (recall = 1 - frr)
     params: int
     size_bytes: int
     macs_1s: int
     macs_2s: int
     latency_ms: float
+    roc_auc: float = math.nan  # NaN when the set lacks one of the classes
     skipped_files: int = 0
+    skipped_dirs: list[str] = field(default_factory=list)
     targets: dict | None = None  # ratios to a baseline and PASS/FAIL (--baseline)
     curve: dict = field(default_factory=dict, repr=False)  # fa, fr arrays for the plot
 
@@ -86,6 +89,7 @@ class SplitData:
     features: torch.Tensor  # (N, n_mels, T)
     labels: np.ndarray  # (N,)
     skipped: int
+    skipped_dirs: list[str] = field(default_factory=list)
 
 
 def load_split(
@@ -103,7 +107,12 @@ def load_split(
     if len(rows) == 0:
         raise DataError(f"{data_path}: the {split!r} split is empty (try --split all)")
     return SplitData(
-        str(data_path), split, fs.features[rows], fs.labels[rows].numpy(), len(fs.skipped)
+        str(data_path),
+        split,
+        fs.features[rows],
+        fs.labels[rows].numpy(),
+        len(fs.skipped),
+        index.skipped_dirs,
     )
 
 
@@ -154,6 +163,7 @@ def build_report(
         clips=int(len(labels)),
         keyword_clips=int(np.sum(labels)),
         au_fa_fr=metrics.au_fa_fr(probs, labels),
+        roc_auc=metrics.roc_auc(probs, labels) if 0 < labels.sum() < len(labels) else math.nan,
         accuracy=metrics.accuracy(probs, labels),
         operating_points=[asdict(metrics.frr_at_far(probs, labels, x)) for x in fars],
         params=cost.params,
@@ -162,6 +172,7 @@ def build_report(
         macs_2s=cost.macs_2s,
         latency_ms=metrics.latency_ms(model, f.n_mels, f.frames(1.0)) if latency else float("nan"),
         skipped_files=data.skipped,
+        skipped_dirs=data.skipped_dirs,
         curve={"fa": fa.tolist(), "fr": fr.tolist()},
     )
 

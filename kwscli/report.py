@@ -80,10 +80,16 @@ class TrainingProgress:
 
     def on_epoch_end(self, r) -> None:
         mark = " [green]best[/]" if r.best else ""
+        real = ""
+        if r.select_au_fa_fr is not None:
+            real = (
+                f"  select au_fa_fr {r.select_au_fa_fr:.3e} AUC {r.select_roc_auc:.4f} "
+                f"recall@1% {r.select_recall_1pct:.2f}"
+            )
         self.progress.console.print(
             f"epoch {r.epoch:>3}/{self.epochs}  train loss {r.train_loss:.4f}  "
             f"val loss {r.val_loss:.4f}  val au_fa_fr {r.val_au_fa_fr:.3e}  "
-            f"acc {r.val_accuracy:.4f}  {r.seconds:.1f}s{mark}"
+            f"acc {r.val_accuracy:.4f}{real}  {r.seconds:.1f}s{mark}"
         )
         self.progress.reset(self.task)
 
@@ -150,6 +156,7 @@ def evaluation_table(reports: list, baseline=None) -> Table:
         "kind",
         "clips (kw)",
         "au_fa_fr",
+        "ROC AUC",
         "acc",
         "FRR@FAR",
         "params",
@@ -169,6 +176,7 @@ def evaluation_table(reports: list, baseline=None) -> Table:
             r.label,
             f"{_fmt_int(r.clips)} ({r.keyword_clips})",
             f"{r.au_fa_fr:.3e}",
+            "-" if math.isnan(r.roc_auc) else f"{r.roc_auc:.4f}",
             f"{r.accuracy:.4f}",
             ops,
             _fmt_int(r.params),
@@ -265,6 +273,17 @@ def runs_table(runs: list, title: str) -> Table:
     return table
 
 
+def detect_header(settings: dict) -> None:
+    """Which model, threshold and state mode `kws detect` runs with, said once before the files."""
+    console.print(
+        f"model {settings['model']} ({settings['kind']}, {settings['keyword']!r}); threshold "
+        f"{settings['threshold']:.4g} ({settings['threshold_from']}); state {settings['state']}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def detections_table(result, settings: dict) -> None:
     """One file's detections: when the keyword was said and how sure the model was."""
     head = f"[bold]{result.path}[/]  {result.duration:.1f} s"
@@ -298,10 +317,26 @@ def calibration_table(c) -> Table:
         + (f" ({len(c.skipped)} unreadable, skipped)" if c.skipped else ""),
     )
     table.add_row("target", f"≤ {c.target_fa_per_hour:g} false alarms / hour")
-    table.add_row("threshold", f"{c.threshold:.6g}")
-    table.add_row("measured", f"{c.false_alarms} false alarms = {c.fa_per_hour:.3g} / hour")
-    frr = "n/a (no validation data)" if c.frr is None else f"{c.frr:.3f} of {c.positives} clips"
-    table.add_row("false rejects (val keyword clips)", frr)
+    for s in c.states.values():
+        mode = f" ({s['state']} state)"
+        table.add_row("threshold" + mode, f"{s['threshold']:.6g}")
+        table.add_row(
+            "measured" + mode, f"{s['false_alarms']} false alarms = {s['fa_per_hour']:.3g} / hour"
+        )
+        frr = "n/a (no validation data)"
+        if s["frr"] is not None:
+            frr = f"{s['frr']:.3f} of {s['positives']} clips"
+        table.add_row("false rejects, val keyword clips" + mode, frr)
+        if s["real_frr"] is not None:
+            table.add_row(
+                "false rejects, real keyword clips" + mode,
+                f"{s['real_frr']:.3f} of {s['real_positives']} clips",
+            )
+        if s["real_fpr"] is not None:
+            table.add_row(
+                "false positives, real other clips" + mode,
+                f"{s['real_fpr']:.3f} of {s['real_negatives']} clips",
+            )
     return table
 
 

@@ -57,7 +57,22 @@ def prepare_data(
     if cfg.distill is not None and cfg.distill.mixup > 0:
         augment = Mixup(cfg.distill.mixup, augment)
     data = engine.TrainData(fs.features, fs.labels, fs.energy, train_idx, val_idx, augment)
+    if d.select_on:
+        data.select_features, data.select_labels = selection_set(cfg, cache_dir)
     return PreparedData(index, fs, data)
+
+
+def selection_set(cfg: RunConfig, cache_dir: Path | None = None):
+    """Every readable clip of the --select-on dataset, as cached log-mels and labels."""
+    index = scan_dataset(cfg.data.select_on, cfg.data.keyword, "random", 0, 0.2)
+    fs = load_features(index, cfg.features, cache_dir)
+    n_pos = int(fs.labels.sum())
+    if n_pos == 0 or n_pos == len(fs.labels):
+        raise KwsError(
+            f"--select-on {cfg.data.select_on}: {len(fs.labels)} readable clips, {n_pos} of them "
+            f"{cfg.data.keyword!r}: it needs both keyword and other clips"
+        )
+    return fs.features, fs.labels
 
 
 def open_run_dir(cfg: RunConfig, resume: bool) -> Path:

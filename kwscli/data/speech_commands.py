@@ -1,7 +1,9 @@
 """Read a dataset in the Speech Commands layout (real v0.01/v0.02 or `kws data synth` output).
 
 Layout: `<root>/<word>/<speaker>_nohash_<n>.wav`; label 1 for the keyword folder, 0 for every other
-word; `_background_noise_/` holds long noise files used only for augmentation. Splits follow the
+word; `_background_noise_/` holds long noise files used only for augmentation; the test sets'
+`_silence_/` and `_unknown_/` folders are negatives like any other word; any other folder starting
+with `_` or `.` is skipped and listed in `DatasetIndex.skipped_dirs`. Splits follow the
 official `validation_list.txt` / `testing_list.txt` (by speaker), or the course's seeded
 random 80/20.
 """
@@ -16,6 +18,7 @@ import numpy as np
 from kwscli.errors import DataError
 
 NOISE_DIR = "_background_noise_"
+NEGATIVE_DIRS = ("_silence_", "_unknown_")  # folders of the real test sets, read as negatives
 SPLITS = ("train", "val", "test")
 
 
@@ -30,6 +33,7 @@ class DatasetIndex:
     splits: dict[str, np.ndarray] = field(default_factory=dict)  # split name → clip indices
     noise_files: list[Path] = field(default_factory=list)
     missing_listed: int = 0  # files named in the split lists but absent (tolerated)
+    skipped_dirs: list[str] = field(default_factory=list)  # folders not read (reported)
 
     def words(self) -> list[str]:
         return sorted({p.split("/", 1)[0] for p in self.paths})
@@ -52,9 +56,9 @@ def scan_dataset(
         raise DataError(f"{root}: dataset folder not found (create one with `kws data synth`)")
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (expected a dataset root with <word>/*.wav)")
-    word_dirs = sorted(
-        d for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))
-    )
+    dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    word_dirs = [d for d in dirs if not d.name.startswith(("_", ".")) or d.name in NEGATIVE_DIRS]
+    skipped_dirs = [d.name for d in dirs if d not in word_dirs and d.name != NOISE_DIR]
     paths: list[str] = []
     for d in word_dirs:
         paths.extend(f"{d.name}/{f.name}" for f in sorted(d.glob("*.wav")) if f.is_file())
@@ -67,7 +71,7 @@ def scan_dataset(
     labels = np.array([p.split("/", 1)[0] == keyword for p in paths], dtype=np.int64)
     noise_dir = root / NOISE_DIR
     noise = sorted(noise_dir.glob("*.wav")) if noise_dir.is_dir() else []
-    index = DatasetIndex(root, keyword, paths, labels, noise_files=noise)
+    index = DatasetIndex(root, keyword, paths, labels, noise_files=noise, skipped_dirs=skipped_dirs)
     if split == "official":
         _official_split(index)
     elif split == "random":

@@ -1,12 +1,16 @@
-"""A synthetic Speech-Commands-layout dataset spoken by espeak-ng, for anyone without the data.
+"""A synthetic Speech-Commands-layout dataset spoken by TTS engines, for anyone without the data.
 
-Every clip, negatives included, comes from the same TTS, so a model cannot learn "TTS or not"
+Every clip, negatives included, comes from the same engines, so a model cannot learn "TTS or not"
 instead of the keyword. The layout, names and split lists copy Google Speech Commands, so the
 reader of the real dataset reads this one unchanged.
 
-Speech comes from `kwscli.data.tts` (espeak-ng). Its output depends on what the loaded library
-said before, so the dataset uses one fresh load per chunk of `CHUNK_CLIPS` clips: the bytes depend
-on the seed and settings, never on the worker count.
+Speech comes from `kwscli.data.engines` (espeak-ng always; hibari-tts and Piper voices when asked):
+each engine gets its own speakers, and every speaker says keyword, confusable and other words.
+Clips then get acoustic variety (`kwscli.data.acoustics`: speed, EQ, band-limits, rooms) and noise
+at a random SNR; a share are noise or near-silence only (the `silence` folder), the largest source
+of false alarms on real audio. espeak-ng's output depends on what the loaded library said before,
+so the dataset uses one fresh load per chunk of `CHUNK_CLIPS` clips: the bytes depend on the seed
+and settings, never on the worker count.
 """
 
 from __future__ import annotations
@@ -25,13 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from kwscli.audio import CLIP_SAMPLES, SAMPLE_RATE, load_wav, write_wav
-from kwscli.data.tts import ACCENTS, Espeak, Speaker, english_variants, random_speakers
+from kwscli.data import engines as tts_engines
+from kwscli.data.acoustics import vary
+from kwscli.data.engines import Engine, Speaker
+from kwscli.data.tts import Espeak, random_speakers
 from kwscli.errors import ConfigError, DataError, KwsError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHUNK_CLIPS = 64  # fixed, so chunk boundaries (and espeak reloads) never depend on workers
 NOISE_DIR = "_background_noise_"
 PHRASES_DIR = "phrases"
+SILENCE_DIR = "silence"  # noise-only and near-silent clips (negatives)
+PUNCTUATION = ("", "", ".", "!", "?", ",")  # carrier punctuation: changes the intonation
+SILENCE_DBFS = (-75.0, -20.0)  # RMS level of a noise-only clip
 _SC_WORDS = """bed bird cat dog down eight five four go happy house left marvin nine no off on one
 right seven sheila six stop three tree two up wow yes zero"""
 SPEECH_COMMANDS_WORDS = tuple(_SC_WORDS.split())  # v0.01
@@ -46,7 +56,8 @@ later again maybe never always people really little big"""
 FILLER_WORDS = tuple(_FILLERS.split())  # for phrases and babble, with the words above
 # English voices in espeakng-loader 0.2.4's data (lang/gmw/en*), minus en-shaw (Shavian script).
 _DATASET_ARGS = """num_clips keyword seed keyword_fraction confusable_fraction phrase_fraction
-clips_per_speaker noise_fraction noise_seconds"""  # recorded in SYNTH.json
+clips_per_speaker noise_fraction noise_seconds silence_fraction neural_share variety
+"""  # recorded in SYNTH.json
 PEAK_DBFS = (-26.0, -1.0)
 NOISE_RMS = 0.1
 BABBLE_TALKERS = 6
@@ -59,7 +70,7 @@ class SynthReport:
     root: Path
     clips: int
     per_word: dict[str, int]
-    voices: int  # distinct espeak voices (accent+variant) among the speakers
+    voices: int  # distinct voices (engine + voice) among the speakers
     seconds: float
     noise_files: int
     speakers: int = 0
@@ -67,6 +78,8 @@ class SynthReport:
     testing: int = 0
     settings: dict = field(default_factory=dict)
     already_present: bool = False  # the same settings were generated here before: nothing done
+    warnings: list[str] = field(default_factory=list)  # pronunciation mismatches, missing voices
+    per_engine: dict[str, int] = field(default_factory=dict)  # clips per engine
 
     @property
     def keyword_clips(self) -> int:
@@ -88,26 +101,52 @@ def synthesize_dataset(
     phrase_fraction: float = 0.10,
     clips_per_speaker: int = 20,
     noise_fraction: float = 0.8,
-    snr_db: tuple[float, float] = (5.0, 40.0),
+    snr_db: tuple[float, float] = (0.0, 30.0),
     noise_seconds: float = 60.0,
     force: bool = False,
+    engines: Sequence[str] = ("espeak",),
+    piper_voices: Sequence[str | Path] = (),
+    keyword_phonemes: str | None = None,
+    silence_fraction: float = 0.05,
+    neural_share: float = 0.25,
+    variety: bool = True,
 ) -> SynthReport:
     """Write a Speech-Commands-layout dataset of `num_clips` one-second TTS clips to `out_dir`.
 
     Keyword clips are `keyword_fraction` of the total, confusable words (default: built in for
     "sheila", else none) `confusable_fraction`, 2-3 word phrases without the keyword
-    `phrase_fraction`, and the Speech Commands words the rest. `noise_fraction` of clips get one of
-    the generated background noises at an SNR drawn from `snr_db`. Same arguments, same bytes.
+    `phrase_fraction`, noise or near-silence only `silence_fraction`, and the Speech Commands words
+    the rest. Each engine other than espeak speaks `neural_share` of the clips (espeak the rest).
+    `noise_fraction` of clips get one of the generated background noises at an SNR drawn from
+    `snr_db`; `variety` adds speed, EQ and room changes. Same arguments, same bytes.
     """
     started = time.perf_counter()
     keyword = keyword.strip().lower()
     settings = _check_settings(locals())
     out_dir = Path(out_dir)
+    loaded = tts_engines.load_engines(settings["engines"], piper_voices)
+    expected = keyword_phonemes or tts_engines.EXPECTED_PHONEMES.get(keyword)
+    said = tts_engines.check_pronunciation(loaded, keyword, expected)
+    if expected is None and len(said) > 1:  # no reference: the engines are compared instead
+        ref = tts_engines.broad(said[0].phonemes)
+        for p in said:
+            p.matches, p.driven = tts_engines.broad(p.phonemes) == ref, False
+    settings["keyword_phonemes"] = expected
+    settings["drive"] = {
+        f"{p.engine}:{p.voice}": _engine_phonemes(p.engine, expected) for p in said if p.driven
+    }
+    settings["engine_info"] = {e.name: e.describe() for e in loaded}
+    warnings = _pronunciation_warnings(said, keyword, expected)
+    for e in loaded:
+        if getattr(e, "missing", None):
+            warnings.append(
+                f"{e.name}: voices {', '.join(e.missing)} are not installed (only "
+                f"{', '.join(e.voice_names())} used)"
+            )
     if not force and (done := _same_dataset(out_dir, settings)) is not None:
+        done.warnings = warnings
         return done
     _prepare_out_dir(out_dir, force)
-    with Espeak() as tts:  # never a second CDLL of it: one left loaded would keep its state
-        settings["espeak_ng"] = tts.version
     kw_dir = keyword.replace(" ", "_")
     confusables = [w for w in settings["confusables"] if w != keyword]
     sc_words = [w for w in SPEECH_COMMANDS_WORDS if w != keyword]
@@ -117,25 +156,29 @@ def synthesize_dataset(
     n_kw = max(1, round(num_clips * keyword_fraction)) if keyword_fraction > 0 else 0
     n_conf = min(round(num_clips * confusable_fraction) if confusables else 0, num_clips - n_kw)
     n_phr = min(round(num_clips * phrase_fraction), num_clips - n_kw - n_conf)
-    n_sc = num_clips - n_kw - n_conf - n_phr
+    n_sil = min(round(num_clips * silence_fraction), num_clips - n_kw - n_conf - n_phr)
+    n_sc = num_clips - n_kw - n_conf - n_phr - n_sil
     labels = (
         [(kw_dir, keyword)] * n_kw
         + _spread(confusables, n_conf, rng)
         + [(PHRASES_DIR, _phrase(vocab, keyword, rng, 2, 3)) for _ in range(n_phr)]
+        + [(SILENCE_DIR, "")] * n_sil
         + _spread(sc_words, n_sc, rng)
     )
     labels = [labels[i] for i in rng.permutation(len(labels))]
-    speakers = random_speakers(math.ceil(num_clips / clips_per_speaker), seed)
+    speaker_of_clip, speakers = _cast(loaded, num_clips, settings, seed)
     jobs, taken = [], {}
     for index, (folder, text) in enumerate(labels):
-        speaker = speakers[index // clips_per_speaker]
+        speaker = speaker_of_clip[index]
         n = taken[(speaker.id, folder)] = taken.get((speaker.id, folder), -1) + 1
+        if text:
+            text += PUNCTUATION[rng.integers(len(PUNCTUATION))]
         jobs.append((index, f"{folder}/{speaker.id}_nohash_{n}.wav", text, speaker))
 
     settings["speakers"] = len(speakers)
     _write_json(out_dir / "SYNTH.json", {**settings, "complete": False})
     chunks = [jobs[i : i + CHUNK_CLIPS] for i in range(0, len(jobs), CHUNK_CLIPS)]
-    tasks = [(out_dir, seed, chunk, settings) for chunk in chunks]
+    tasks = [(out_dir, seed, chunk, settings, loaded) for chunk in chunks]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
     with _one_torch_thread():  # as in the workers, so every float is computed the same way
         noise_paths = _write_noises(out_dir / NOISE_DIR, vocab, keyword, seed, noise_seconds)
@@ -156,18 +199,79 @@ def synthesize_dataset(
     per_word: dict[str, int] = {}
     for folder, _ in labels:
         per_word[folder] = per_word.get(folder, 0) + 1
+    per_engine: dict[str, int] = {}
+    for s in speaker_of_clip:
+        per_engine[s.engine] = per_engine.get(s.engine, 0) + 1
     return SynthReport(
         root=out_dir,
         clips=num_clips,
         per_word=dict(sorted(per_word.items())),
-        voices=len({s.voice for s in speakers}),
+        voices=len({(s.engine, s.voice) for s in speakers}),
         seconds=time.perf_counter() - started,
         noise_files=len(noise_paths),
         speakers=len(speakers),
         validation=len(val),
         testing=len(test),
         settings=settings,
+        warnings=warnings,
+        per_engine=per_engine,
     )
+
+
+def _cast(
+    loaded: list[Engine], num_clips: int, settings: dict, seed: int
+) -> tuple[list[Speaker], list[Speaker]]:
+    """The speaker of every clip, and the speakers: each engine other than espeak speaks
+    `neural_share` of the clips (espeak the rest; without espeak, equal shares), each speaker
+    `clips_per_speaker` clips in a row (the labels are already shuffled)."""
+    names = [e.name for e in loaded]
+    neural = [n for n in names if n != "espeak"]
+    share = settings["neural_share"]
+    if "espeak" in names and neural:
+        share = min(share, 1 / (len(neural) + 1))
+        counts = {n: round(num_clips * share) for n in neural}
+        counts["espeak"] = num_clips - sum(counts.values())
+    else:
+        counts = {n: num_clips // len(names) for n in names}
+        counts[names[0]] += num_clips - sum(counts.values())
+    cps = settings["clips_per_speaker"]
+    of_clip: list[Speaker] = []
+    everyone: list[Speaker] = []
+    for i, engine in enumerate(loaded):
+        n = counts[engine.name]
+        if n == 0:
+            continue
+        count = math.ceil(n / cps)
+        if engine.name == "espeak":  # the same espeak speakers as before engines existed
+            cast = [
+                Speaker("espeak", s.voice, (s.rate, s.pitch, s.pitch_range))
+                for s in random_speakers(count, seed)
+            ]
+        else:
+            cast = engine.speakers(count, np.random.default_rng([seed, 5, i]))
+        everyone += cast
+        of_clip += [cast[k // cps] for k in range(n)]
+    return of_clip, everyone
+
+
+def _engine_phonemes(engine: str, ipa: str) -> str:
+    """The expected IPA in the alphabet an engine takes (hibari: misaki's letters)."""
+    return tts_engines.to_misaki(ipa) if engine == "hibari" else ipa
+
+
+def _pronunciation_warnings(said: list, keyword: str, expected: str | None) -> list[str]:
+    out = []
+    for p in said:
+        if p.matches:
+            continue
+        what = f"{p.engine} ({p.voice}) says {keyword!r} as /{p.phonemes}/"
+        if expected is None:
+            out.append(f"{what}, unlike the first engine; give --keyword-phonemes to check")
+        elif p.driven:
+            out.append(f"{what}, not /{expected}/: speaking it from the expected phonemes")
+        else:
+            out.append(f"{what}, not /{expected}/, and cannot be driven from phonemes")
+    return out
 
 
 def _check_settings(args: dict) -> dict:
@@ -180,11 +284,19 @@ def _check_settings(args: dict) -> dict:
         raise bad("num_clips", "must be ≥ 1")
     if not args["keyword"] or not all(c.isalpha() or c in " '-" for c in args["keyword"]):
         raise bad("keyword", "must be a word or words of letters (e.g. 'sheila')")
-    for name in ("keyword_fraction", "confusable_fraction", "phrase_fraction", "noise_fraction"):
+    for name in (
+        "keyword_fraction",
+        "confusable_fraction",
+        "phrase_fraction",
+        "noise_fraction",
+        "silence_fraction",
+        "neural_share",
+    ):
         if not 0 <= args[name] <= 1:
             raise bad(name, "must be between 0 and 1")
-    if args["keyword_fraction"] + args["confusable_fraction"] + args["phrase_fraction"] > 1:
-        raise ConfigError("keyword_fraction + confusable_fraction + phrase_fraction: must be ≤ 1")
+    parts = ("keyword_fraction", "confusable_fraction", "phrase_fraction", "silence_fraction")
+    if sum(args[p] for p in parts) > 1:
+        raise ConfigError(" + ".join(parts) + ": must be ≤ 1")
     if args["clips_per_speaker"] < 1:
         raise bad("clips_per_speaker", "must be ≥ 1")
     if args["workers"] is not None and args["workers"] < 1:
@@ -196,14 +308,19 @@ def _check_settings(args: dict) -> dict:
     confusables = args["confusables"]
     if confusables is None:
         confusables = CONFUSABLES.get(args["keyword"], ())
+    names = list(args["engines"])
+    if isinstance(args["engines"], str):
+        names = tts_engines.parse_engines(args["engines"])
+    bad_names = [n for n in names if n not in tts_engines.ENGINES]
+    if not names or bad_names:
+        raise bad("engines", f"expected some of {', '.join(tts_engines.ENGINES)}")
     return {
         "generator": f"kws-synth/{GENERATOR_VERSION}",
         **{n: args[n] for n in _DATASET_ARGS.split()},
         "confusables": [w.strip().lower() for w in confusables],
         "snr_db": list(args["snr_db"]),
         "chunk_clips": CHUNK_CLIPS,
-        "accents": list(ACCENTS),
-        "variants": english_variants(),
+        "engines": names,
     }
 
 
@@ -374,17 +491,48 @@ def _load_noises(paths: list[Path]) -> list[np.ndarray]:
 
 
 def _render_chunk(
-    out_dir: Path, seed: int, jobs: list, settings: dict, noises: list[np.ndarray]
+    out_dir: Path, seed: int, jobs: list, settings: dict, loaded: list, noises: list[np.ndarray]
 ) -> int:
-    """Speak, place, mix and write one chunk's clips with one fresh espeak-ng."""
-    with Espeak() as tts:
-        for index, rel, text, s in jobs:
-            speech = _trim(tts.say(text, s.voice, s.rate, s.pitch, s.pitch_range))
-            if len(speech) == 0:
-                raise KwsError(f"espeak-ng produced no audio for {text!r} with {s.voice}")
-            rng = np.random.default_rng([seed, 2, index])
-            write_wav(out_dir / rel, _mix(speech, rng, noises, settings))
+    """Speak, place, mix and write one chunk's clips: one session per engine (for espeak-ng a
+    fresh load), the jobs of each engine in dataset order."""
+    keyword = settings["keyword"]
+    for engine in loaded:
+        mine = [j for j in jobs if j[3].engine == engine.name]
+        if not mine:
+            continue
+        with engine.open() as session:
+            for index, rel, text, s in mine:
+                rng = np.random.default_rng([seed, 2, index])
+                if not text:  # the silence folder: noise or near-silence only
+                    write_wav(out_dir / rel, _silence(rng, noises))
+                    continue
+                phonemes = None
+                if text.rstrip(".!?,") == keyword:
+                    phonemes = settings["drive"].get(f"{s.engine}:{s.voice}")
+                    if phonemes is not None:
+                        phonemes += text[len(keyword) :]
+                speech = _trim(session.say(text, s, _clip_seed(seed, index), phonemes))
+                if len(speech) == 0:
+                    raise KwsError(f"{s.engine} produced no audio for {text!r} with {s.voice}")
+                if settings["variety"]:
+                    speech = vary(speech, rng)
+                write_wav(out_dir / rel, _mix(speech, rng, noises, settings))
     return len(jobs)
+
+
+def _clip_seed(seed: int, index: int) -> int:
+    return int(np.random.default_rng([seed, 6, index]).integers(2**31))
+
+
+def _silence(rng: np.random.Generator, noises: list[np.ndarray]) -> np.ndarray:
+    """One clip of background noise alone at a random level, or (1 in 4) near-digital silence."""
+    level = 10 ** (rng.uniform(*SILENCE_DBFS) / 20)
+    if not noises or rng.random() < 0.25:
+        return (rng.standard_normal(CLIP_SAMPLES) * min(level, 1e-3)).astype(np.float32)
+    noise = noises[rng.integers(len(noises))]
+    at = int(rng.integers(0, len(noise) - CLIP_SAMPLES + 1))
+    piece = noise[at : at + CLIP_SAMPLES]
+    return (piece * (level / (np.sqrt(np.mean(piece**2)) + 1e-9))).astype(np.float32)
 
 
 def _mix(
@@ -394,7 +542,7 @@ def _mix(
     if len(speech) > CLIP_SAMPLES:  # a long phrase: cut, fading out over 10 ms rather than a click
         speech = speech[:CLIP_SAMPLES].copy()
         speech[-160:] *= np.linspace(1, 0, 160, dtype=np.float32)
-    speech = speech * (10 ** (rng.uniform(*PEAK_DBFS) / 20) / np.abs(speech).max())
+    speech = speech * (10 ** (rng.uniform(*PEAK_DBFS) / 20) / (np.abs(speech).max() + 1e-9))
     clip = np.zeros(CLIP_SAMPLES, np.float32)
     start = int(rng.integers(0, CLIP_SAMPLES - len(speech) + 1))
     clip[start : start + len(speech)] = speech

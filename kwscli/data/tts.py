@@ -64,6 +64,17 @@ def _espeak_paths() -> tuple[str, str]:
     return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
 
+def check_espeak() -> None:
+    """Raise the one-line error naming the package if espeak-ng cannot be found."""
+    _espeak_paths()
+
+
+def text_to_ipa(text: str, voice: str = "en-us") -> str:
+    """How espeak-ng pronounces `text`, in IPA (espeak_TextToPhonemes, phoneme mode IPA)."""
+    with Espeak() as tts:
+        return tts.phonemes(text, voice)
+
+
 def english_variants() -> list[str]:
     """Voice variants (`+m1`, `+f3`, `+klatt`...) in the bundled data that sound like a person."""
     variants = Path(_espeak_paths()[1]) / "voices" / "!v"
@@ -168,6 +179,26 @@ class Espeak:
         pcm = np.concatenate(self._pcm).astype(np.float32) / 32768.0
         return _resample(pcm, self.sample_rate)
 
+    def phonemes(self, text: str, voice: str = "en-us") -> str:
+        """IPA of `text` as this voice would say it."""
+        lib = self._lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise KwsError(f"espeak-ng has no voice {voice!r} (expected e.g. 'en-us+f3')")
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_char_p),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
+        buf = ctypes.c_char_p(text.encode())
+        parts = []
+        while buf.value:
+            out = lib.espeak_TextToPhonemes(ctypes.byref(buf), 0, 0x02)  # 0x02: IPA
+            if not out:
+                break
+            parts.append(out.decode())
+        return " ".join(parts).strip()
+
     def __exit__(self, *exc) -> None:
         self._close()
 
@@ -204,6 +235,11 @@ def synthesize(
         return tts.say(text, voice, rate, pitch, pitch_range)
 
 
+def resample_to_16k(audio: np.ndarray, orig_sr: int) -> np.ndarray:
+    """Float32 audio at `orig_sr` to SAMPLE_RATE (windowed sinc, one kernel per rate)."""
+    return _resample(np.ascontiguousarray(audio, np.float32), orig_sr)
+
+
 def _resample(audio: np.ndarray, orig_sr: int) -> np.ndarray:
     """audio.resample's windowed sinc, with the kernel built once: 0.3 ms a word instead of 1.1."""
     import torch
@@ -212,7 +248,7 @@ def _resample(audio: np.ndarray, orig_sr: int) -> np.ndarray:
         return _resampler(orig_sr)(torch.from_numpy(audio)).numpy()
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)
 def _resampler(orig_sr: int):
     import torchaudio
 

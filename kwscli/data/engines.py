@@ -1,0 +1,436 @@
+"""Speech engines behind one small interface, for `kws data synth --engines espeak,hibari,piper`.
+
+An engine knows its voices, draws synthetic speakers (a voice plus a speaking style), says how it
+would pronounce a word (IPA), and opens a session that speaks text as float32 mono at 16 kHz.
+
+- espeak: espeak-ng through espeakng-loader (8 English accents x every human-sounding variant).
+- hibari: hibari-tts (Apache-2.0, distilled from Kokoro-82M); every voice present offline. Its
+  speakers vary speed, pitch (f0 scaled before the vocoder) and formants (a resample).
+- piper: piper-tts voices given as `.onnx` files (`--piper-voice PATH`, repeatable); every speaker
+  of a multi-speaker voice.
+
+The neural engines are optional installs (`pip install "kws[voices]"`), imported only here and only
+by `kws data synth`: detection, evaluation and training never load them (espeak-ng and piper-tts
+are GPL; the models kws trains are not derived works of their code).
+
+Pronunciation: `check_pronunciation` compares each engine's phonemes for the keyword with the
+expected ones; an engine that differs is driven from the expected phonemes where it can be
+(hibari, piper) and always reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from kwscli.audio import SAMPLE_RATE
+from kwscli.errors import ConfigError, KwsError
+
+ENGINES = ("espeak", "hibari", "piper")
+VOICES_EXTRA = 'pip install "kws[voices]"'
+# The keyword's expected pronunciation (IPA), for the built-in keyword.
+EXPECTED_PHONEMES = {"sheila": "ʃˈiːlə"}
+HIBARI_SPEED = (0.75, 1.35)
+HIBARI_PITCH = (0.75, 1.35)  # f0 factor
+HIBARI_FORMANT = (0.88, 1.15)  # resample factor: >1 shifts formants (and pitch) up
+PIPER_LENGTH = (0.75, 1.4)
+PIPER_NOISE = (0.3, 1.0)
+PIPER_NOISE_W = (0.3, 1.2)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: an engine, one of its voices and a style, fixed for life."""
+
+    engine: str
+    voice: str
+    style: tuple[float, ...]  # engine-specific: espeak (rate, pitch, range); hibari (speed, ...)
+
+    @property
+    def id(self) -> str:
+        """8 hex digits, like the real dataset's speaker hashes (espeak's ids as before)."""
+        parts = [self.voice, *(f"{v:g}" for v in self.style)]
+        if self.engine != "espeak":
+            parts.insert(0, self.engine)
+        return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------- phonemes
+
+
+_DIPHTHONGS = {"eɪ": "A", "aɪ": "I", "oʊ": "O", "əʊ": "Q", "aʊ": "W", "ɔɪ": "Y"}
+_BROAD = {"ɚ": "əɹ", "ɝ": "ɜɹ", "ɐ": "ə", "ᵻ": "ɪ", "ɾ": "t", "ʤ": "dʒ", "ʧ": "tʃ", "r": "ɹ"}
+
+
+def broad(ipa: str) -> str:
+    """A broad form for comparing pronunciations: no stress, length or tie marks, misaki's
+    one-letter diphthongs spelled out, r-coloured vowels split, spaces and punctuation gone."""
+    text = unicodedata.normalize("NFC", ipa)
+    for misaki, ipa_form in (("A", "eɪ"), ("I", "aɪ"), ("O", "oʊ"), ("Q", "əʊ"), ("W", "aʊ")):
+        text = text.replace(misaki, ipa_form)
+    text = text.replace("Y", "ɔɪ").replace("ᵊ", "ə")
+    for a, b in _BROAD.items():
+        text = text.replace(a, b)
+    return "".join(c for c in text if c.isalpha() and c not in "ːˑˈˌ")
+
+
+def to_misaki(ipa: str) -> str:
+    """IPA to hibari's (misaki's) alphabet: one letter per diphthong, no length marks."""
+    text = ipa.replace("ː", "").replace("dʒ", "ʤ").replace("tʃ", "ʧ")
+    for ipa_form, letter in _DIPHTHONGS.items():
+        text = text.replace(ipa_form, letter)
+    return text
+
+
+@dataclass
+class Pronunciation:
+    engine: str
+    voice: str
+    phonemes: str  # what the engine says on its own
+    matches: bool
+    driven: bool  # the engine speaks the expected phonemes instead
+
+
+def check_pronunciation(
+    engines: Sequence[Engine], keyword: str, expected: str | None
+) -> list[Pronunciation]:
+    """Each engine voice's phonemes for `keyword` against `expected` (IPA; None: not checked)."""
+    out = []
+    for engine in engines:
+        for voice in engine.voice_names():
+            said = engine.phonemes(keyword, voice)
+            ok = expected is None or broad(said) == broad(expected)
+            driven = not ok and engine.can_take_phonemes
+            out.append(Pronunciation(engine.name, voice, said, ok, driven))
+    return out
+
+
+# ---------------------------------------------------------------- engines
+
+
+class Engine:
+    """The interface: voices, speakers, phonemes, and `open()` for a speaking session."""
+
+    name = ""
+    can_take_phonemes = False
+
+    def voice_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+        raise NotImplementedError
+
+    def phonemes(self, word: str, voice: str) -> str:
+        raise NotImplementedError
+
+    def open(self) -> Session:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What the dataset's SYNTH.json records about this engine (versions, voices)."""
+        return {"voices": self.voice_names()}
+
+
+class Session:
+    """`with engine.open() as s: s.say(text, speaker, seed, phonemes)`: float32 at 16 kHz."""
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None: ...
+
+    def say(
+        self, text: str, speaker: Speaker, seed: int, phonemes: str | None = None
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+
+class EspeakEngine(Engine):
+    name = "espeak"
+
+    def voice_names(self) -> list[str]:
+        return ["en-us"]  # one pronunciation check stands for the accents (they share rules)
+
+    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+        from kwscli.data.tts import random_speakers
+
+        seed = int(rng.integers(2**31))
+        return [
+            Speaker("espeak", s.voice, (s.rate, s.pitch, s.pitch_range))
+            for s in random_speakers(count, seed)
+        ]
+
+    def phonemes(self, word: str, voice: str) -> str:
+        from kwscli.data.tts import text_to_ipa
+
+        return text_to_ipa(word, voice)
+
+    def open(self) -> Session:
+        return _EspeakSession()
+
+    def describe(self) -> dict:
+        from kwscli.data.tts import ACCENTS, Espeak, english_variants
+
+        with Espeak() as tts:
+            version = tts.version
+        return {"version": version, "accents": list(ACCENTS), "variants": english_variants()}
+
+
+class _EspeakSession(Session):
+    def __enter__(self) -> Session:
+        from kwscli.data.tts import Espeak
+
+        self._ctx = Espeak()
+        self._tts = self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+    def say(self, text, speaker, seed, phonemes=None):
+        rate, pitch, pitch_range = (int(v) for v in speaker.style)
+        return self._tts.say(text, speaker.voice, rate, pitch, pitch_range)
+
+
+class HibariEngine(Engine):
+    name = "hibari"
+    can_take_phonemes = True
+
+    def __init__(self) -> None:
+        try:
+            import hibari
+            from hibari.voices import VOICES, voice_path
+        except ImportError:
+            raise KwsError(f"--engines hibari needs hibari-tts: {VOICES_EXTRA}") from None
+        self.version = getattr(hibari, "__version__", "?")
+        present = []
+        for name in VOICES:
+            try:
+                voice_path(name, download_missing=False)
+            except Exception:  # not in the package nor in hibari's cache: skipped, reported
+                continue
+            present.append(name)
+        self.voices = sorted(present)
+        self.missing = sorted(set(VOICES) - set(present))
+        if not self.voices:
+            raise KwsError("hibari-tts has no voice file present; reinstall hibari-tts")
+
+    def voice_names(self) -> list[str]:
+        return self.voices
+
+    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+        out: dict[str, Speaker] = {}
+        while len(out) < count:
+            # formant factors on a 1/60 grid: 24 kHz x factor stays a multiple of 400 Hz, so
+            # the resample to 16 kHz has a small kernel
+            formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 60) / 60
+            style = (
+                round(float(rng.uniform(*HIBARI_SPEED)), 3),
+                round(float(rng.uniform(*HIBARI_PITCH)), 3),
+                round(formant, 4),
+            )
+            s = Speaker("hibari", self.voices[int(rng.integers(len(self.voices)))], style)
+            out.setdefault(s.id, s)
+        return list(out.values())
+
+    def phonemes(self, word: str, voice: str) -> str:
+        return " ".join(_hibari(voice).phonemize(word))
+
+    def open(self) -> Session:
+        return _HibariSession()
+
+    def describe(self) -> dict:
+        return {"version": self.version, "voices": self.voices, "missing_voices": self.missing}
+
+
+@lru_cache(maxsize=8)
+def _hibari(voice: str):
+    from hibari import Hibari
+
+    return Hibari(voice=voice, threads=1)
+
+
+class _HibariSession(Session):
+    def say(self, text, speaker, seed, phonemes=None):
+        from hibari import dsp
+
+        tts = _hibari(speaker.voice)
+        speed, pitch, formant = speaker.style
+        rng = np.random.default_rng(seed)
+        spoken = phonemes if phonemes is not None else " ".join(tts.phonemize(text))
+        ids = tts.ids(spoken)
+        if len(ids) < 3:
+            return np.zeros(0, np.float32)
+        feeds = {"ids": np.asarray([ids], np.int64), "speed": np.asarray([speed], np.float32)}
+        lh, th, ln, lr, phi, f0 = (o[0] for o in tts.sess.run(None, feeds))
+        audio = dsp.synth(lh, th, ln, lr, phi, f0 * pitch, rng)  # pitch without formants
+        # formants: play the 24 kHz audio as if recorded at rate*formant (shorter, higher)
+        rate = round(tts.sample_rate * formant / 400) * 400
+        return resample(np.asarray(audio, np.float32), rate)
+
+
+class PiperEngine(Engine):
+    name = "piper"
+    can_take_phonemes = True
+
+    def __init__(self, voice_files: Sequence[str | Path]) -> None:
+        try:
+            import piper  # noqa: F401
+        except ImportError:
+            raise KwsError(f"--engines piper needs piper-tts: {VOICES_EXTRA}") from None
+        if not voice_files:
+            raise ConfigError(
+                "--engines piper needs at least one voice: --piper-voice PATH.onnx (a Piper "
+                "voice file with its .onnx.json beside it)"
+            )
+        self.files = [Path(f) for f in voice_files]
+        self.configs = {}
+        for f in self.files:
+            cfg = Path(f"{f}.json")
+            if not f.is_file():
+                raise KwsError(f"{f}: Piper voice file not found")
+            if not cfg.is_file():
+                raise KwsError(f"{cfg}: the voice's config is missing (expected beside {f.name})")
+            try:
+                self.configs[str(f)] = json.loads(cfg.read_text())
+                int(self.configs[str(f)]["num_speakers"])
+            except (ValueError, KeyError, TypeError):
+                raise KwsError(f"{cfg}: not a Piper voice config (no num_speakers)") from None
+
+    def voice_names(self) -> list[str]:
+        return [str(f) for f in self.files]
+
+    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+        out: dict[str, Speaker] = {}
+        while len(out) < count:
+            voice = self.voice_names()[int(rng.integers(len(self.files)))]
+            n = max(1, int(self.configs[voice]["num_speakers"]))
+            style = (
+                float(rng.integers(n)),
+                round(float(rng.uniform(*PIPER_LENGTH)), 3),
+                round(float(rng.uniform(*PIPER_NOISE)), 3),
+                round(float(rng.uniform(*PIPER_NOISE_W)), 3),
+            )
+            s = Speaker("piper", voice, style)
+            out.setdefault(s.id, s)
+        return list(out.values())
+
+    def phonemes(self, word: str, voice: str) -> str:
+        return " ".join("".join(p) for p in _piper(voice).phonemize(word))
+
+    def open(self) -> Session:
+        return _PiperSession()
+
+    def describe(self) -> dict:
+        return {
+            "voices": [
+                {"file": f.name, "sha1": _sha1(f), "speakers": self.configs[str(f)]["num_speakers"]}
+                for f in self.files
+            ]
+        }
+
+
+@lru_cache(maxsize=8)
+def _piper(voice: str):
+    from piper import PiperVoice
+
+    return PiperVoice.load(voice)
+
+
+@lru_cache(maxsize=8)
+def _model_bytes(voice: str) -> bytes:
+    return Path(voice).read_bytes()
+
+
+class _PiperSession(Session):
+    """onnxruntime seeds a voice's noise ops once, when its session is made: so each session
+    (one per dataset chunk) makes fresh ones, seeded by the chunk's first Piper clip, and the
+    clips after it draw in dataset order."""
+
+    def __enter__(self) -> Session:
+        self._sessions: dict = {}
+        return self
+
+    def _session(self, voice: str, seed: int):
+        import onnxruntime as ort
+
+        if voice not in self._sessions:
+            ort.set_seed(int(seed) % 2**31)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            self._sessions[voice] = ort.InferenceSession(
+                _model_bytes(voice), so, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[voice]
+
+    def say(self, text, speaker, seed, phonemes=None):
+        from piper import SynthesisConfig
+
+        voice = _piper(speaker.voice)
+        voice.session = self._session(speaker.voice, seed)
+        sid, length, noise, noise_w = speaker.style
+        config = SynthesisConfig(
+            speaker_id=int(sid) if voice.config.num_speakers > 1 else None,
+            length_scale=length,
+            noise_scale=noise,
+            noise_w_scale=noise_w,
+        )
+        spoken = f"[[ {phonemes} ]]" if phonemes is not None else text
+        chunks = [c.audio_float_array for c in voice.synthesize(spoken, config)]
+        if not chunks:
+            return np.zeros(0, np.float32)
+        return resample(np.concatenate(chunks).astype(np.float32), voice.config.sample_rate)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- choosing engines
+
+
+def parse_engines(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ENGINES]
+    if not names or unknown:
+        raise ConfigError(
+            f"--engines {text!r}: expected a comma-separated list of {', '.join(ENGINES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def load_engines(names: Sequence[str], piper_voices: Sequence[str | Path] = ()) -> list[Engine]:
+    """The engines asked for, each checked present (one error line naming the extra if not)."""
+    if piper_voices and "piper" not in names:
+        raise ConfigError("--piper-voice is given but piper is not in --engines")
+    made: list[Engine] = []
+    for name in names:
+        if name == "espeak":
+            from kwscli.data.tts import check_espeak
+
+            check_espeak()
+            made.append(EspeakEngine())
+        elif name == "hibari":
+            made.append(HibariEngine())
+        else:
+            made.append(PiperEngine(piper_voices))
+    return made
+
+
+def resample(audio: np.ndarray, orig_sr: int) -> np.ndarray:
+    """To 16 kHz with audio.resample's windowed sinc (kernels cached per rate)."""
+    from kwscli.data.tts import resample_to_16k
+
+    return resample_to_16k(audio, orig_sr) if orig_sr != SAMPLE_RATE else audio
