@@ -28,6 +28,10 @@ from kwscli.models.crnn import input_device, input_dtype
 
 Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 BEST, LAST, HISTORY = "model.pt", "last.pt", "history.json"
+# With a selection set, an epoch competes on it only once it has learned the task on its own
+# data (validation ROC AUC at least this): a few real keyword clips can rank an untrained model
+# well by chance, and picking it would not transfer.
+SELECT_MIN_VAL_AUC = 0.98
 
 
 class Callbacks(Protocol):
@@ -68,6 +72,7 @@ class EpochRecord:
     seconds: float
     best: bool = False
     lr: float = 0.0  # the learning rate this epoch ran at
+    val_roc_auc: float | None = None
     select_au_fa_fr: float | None = None  # on the --select-on set, when given
     select_roc_auc: float | None = None
     select_recall_1pct: float | None = None  # recall at 1 % false positives
@@ -182,7 +187,7 @@ class _Loop:
         )
         self.history: list[EpochRecord] = []
         self.best = (math.inf, 0)
-        self.best_key: tuple[float, ...] = (math.inf, math.inf)
+        self.best_key: tuple[float, ...] = (math.inf,)
         self.epoch = 0  # epochs finished
         if data.weights is not None:
             self.weights = data.weights.double()
@@ -201,7 +206,7 @@ class _Loop:
         torch.set_rng_state(state["torch_rng"])
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.best = (state["best_au_fa_fr"], state["best_epoch"])
-        self.best_key = tuple(state.get("best_key") or (state["best_au_fa_fr"], math.inf))
+        self.best_key = tuple(state.get("best_key") or (1.0, state["best_au_fa_fr"], math.inf))
         self.epoch = state["epoch"]
 
     def learning_rate(self, epoch: int) -> float:
@@ -264,6 +269,7 @@ class _Loop:
             val_au_fa_fr=au_fa_fr(probs, labels),
             val_accuracy=float(((probs >= 0.5) == (labels == 1)).mean()),
             seconds=0.0,
+            val_roc_auc=roc_auc(probs, labels) if 0 < labels.sum() < len(labels) else None,
         )
         if d.select_features is not None:
             p, _ = predict(self.model, d.select_features)
@@ -277,9 +283,9 @@ class _Loop:
     def save(self, record: EpochRecord) -> None:
         """Best checkpoint (if improved), then the resumable state, then the history: each
         written atomically, so a kill at any moment leaves a consistent set behind."""
-        key = (record.val_au_fa_fr, math.inf)
-        if record.select_au_fa_fr is not None:
-            key = (record.select_au_fa_fr, record.val_au_fa_fr)
+        key = (1.0, record.val_au_fa_fr, math.inf)  # by validation
+        if record.select_au_fa_fr is not None and (record.val_roc_auc or 0) >= SELECT_MIN_VAL_AUC:
+            key = (0.0, record.select_au_fa_fr, record.val_au_fa_fr)  # by the selection set
         if key < self.best_key:
             self.best = (record.val_au_fa_fr, record.epoch)
             self.best_key = key

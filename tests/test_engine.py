@@ -292,3 +292,41 @@ def test_sampling_weights_decide_which_clips_are_drawn(tmp_path):
     hits = [int((drawn == data.features[i]).flatten(1).all(dim=1).sum()) for i in allowed]
     assert sum(hits) == len(drawn)  # only the two weighted clips
     assert hits[1] > hits[0]  # three times the weight: drawn more often (36 draws)
+
+
+def test_a_selection_set_picks_the_best_epoch_by_its_own_au_fa_fr(tmp_path):
+    """With a selection set (`--select-on`), the best epoch is the lowest au_fa_fr there (val
+    breaking ties), recorded per epoch and in the checkpoint, recomputable from model.pt."""
+    from kwscli.checkpoint import build_model
+    from kwscli.metrics import au_fa_fr, roc_auc
+
+    data = toy_data(noisy)
+    gen = torch.Generator().manual_seed(5)
+    sel_labels = torch.arange(30) % 2 == 0
+    sel = torch.randn(30, N_MELS, FRAMES, generator=gen)
+    sel[sel_labels, :10, :] += 0.4  # a harder version of the task: a different ranking
+    data.select_features, data.select_labels = sel, sel_labels.long()
+    torch.manual_seed(0)
+    model = CRNN(SMALL, N_MELS)
+    cfg = TrainConfig(batch_size=12, num_epochs=6, device="cpu", learning_rate=1e-2)
+
+    def make_checkpoint(metrics):
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return Checkpoint("teacher", SMALL, FeatureConfig(), "sheila", state, metrics=metrics)
+
+    result = train(model, ce, data, cfg, tmp_path / "r", make_checkpoint)
+    from kwscli.engine import SELECT_MIN_VAL_AUC
+
+    keys = [
+        (0, r.select_au_fa_fr, r.val_au_fa_fr)
+        if r.val_roc_auc >= SELECT_MIN_VAL_AUC
+        else (1, r.val_au_fa_fr, 0)
+        for r in result.history
+    ]
+    assert all(r.select_au_fa_fr is not None for r in result.history)
+    assert any(k[0] == 0 for k in keys)  # the toy task is learned: selection takes over
+    assert result.best_epoch == 1 + keys.index(min(keys))
+    best = load_checkpoint(result.checkpoint)
+    probs, _ = predict(build_model(best), sel)
+    assert best.metrics["select"]["au_fa_fr"] == pytest.approx(au_fa_fr(probs, sel_labels.numpy()))
+    assert best.metrics["select"]["roc_auc"] == pytest.approx(roc_auc(probs, sel_labels.numpy()))

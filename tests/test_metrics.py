@@ -274,3 +274,28 @@ def test_latency_ms_is_a_positive_float_and_restores_threads():
     ms = latency_ms(model, 40, 101, repeats=3)
     assert isinstance(ms, float) and ms > 0
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_auc_is_the_share_of_correctly_ordered_pairs(seed):
+    """Against the pairwise definition by brute force, ties counted half (rounded scores)."""
+    from kwscli.metrics import roc_auc
+
+    rng = np.random.default_rng(seed)
+    y = rng.random(200) < 0.2
+    p = np.round(rng.random(200) * 0.5 + 0.4 * y, 1 + seed % 2)
+    pos, neg = p[y][:, None], p[~y][None, :]
+    pairs = (pos > neg).sum() + 0.5 * (pos == neg).sum()
+    assert roc_auc(p, y) == pytest.approx(pairs / (pos.size * neg.size), abs=1e-12)
+
+
+def test_roc_auc_and_recall_at_far_hand_computed():
+    from kwscli.metrics import recall_at_far, roc_auc
+
+    p = [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]
+    y = [1, 0, 1, 0, 1, 0]
+    assert roc_auc(p, y) == pytest.approx(6 / 9)  # positive beats negative in 6 of 9 pairs
+    assert recall_at_far(p, y, 0.0) == pytest.approx(1 / 3)  # above every negative: 0.9 only
+    assert recall_at_far(p, y, 0.34) == pytest.approx(2 / 3)  # one of three negatives may fire
+    with pytest.raises(ValueError):
+        roc_auc([0.1, 0.2], [1, 1])

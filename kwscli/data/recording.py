@@ -118,3 +118,79 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     freqs[0] = np.inf
     out = np.fft.irfft(spectrum / np.sqrt(freqs), n)
     return (out / (np.sqrt(np.mean(out**2)) + 1e-12)).astype(np.float32)
+
+
+def stream_from_clips(
+    root: Path,
+    keyword: str,
+    out: Path,
+    seed: int = 0,
+    gap_s: tuple[float, float] = (0.3, 1.5),
+    noise_dbfs: float = -60.0,
+) -> list[Event]:
+    """A continuous recording of every clip of a Speech-Commands-layout dataset (real voices):
+    the clips in a seeded random order, separated by gaps of faint pink noise, so the keyword
+    clips sit at known times among the other words and silence. Returns one event per clip
+    (`keyword` True for the keyword folder's clips), placed where the clip's audio is."""
+    from kwscli.audio import load_wav
+    from kwscli.data.speech_commands import scan_dataset
+
+    index = scan_dataset(root, keyword, "random")
+    rng = np.random.default_rng([seed, 13])
+    order = rng.permutation(len(index.paths))
+    events: list[Event] = []
+    noise_rms = 10 ** (noise_dbfs / 20)
+    t = 0
+    with (
+        atomic_write(out) as tmp,
+        sf.SoundFile(str(tmp), "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as f,
+    ):
+        for i in order:
+            gap = int(rng.uniform(*gap_s) * SAMPLE_RATE)
+            f.write(pink_noise(gap, rng) * noise_rms)
+            t += gap
+            clip = load_wav(index.root / index.paths[i], SAMPLE_RATE)
+            f.write(np.clip(clip + pink_noise(len(clip), rng) * noise_rms, -1, 1))
+            events.append(
+                Event(t / SAMPLE_RATE, (t + len(clip)) / SAMPLE_RATE, index.paths[i],
+                      bool(index.labels[i]))
+            )  # fmt: skip
+            t += len(clip)
+        f.write(pink_noise(SAMPLE_RATE, rng) * noise_rms)
+    return events
+
+
+@dataclass
+class StreamScore:
+    found: int
+    missed: int
+    false_alarms: int
+    hours: float
+
+    @property
+    def false_alarms_per_hour(self) -> float:
+        return self.false_alarms / self.hours if self.hours else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "false_alarms_per_hour": self.false_alarms_per_hour}
+
+
+def score_stream(
+    detection_times: list[float], events: list[Event], seconds: float, slack: float = 0.5
+) -> StreamScore:
+    """Match detections to the keyword events: a detection within an event's span (± `slack`
+    s) finds it; any other detection, a second one on the same event included, is a false
+    alarm."""
+    keywords = [e for e in events if e.keyword]
+    hit = [False] * len(keywords)
+    false_alarms = 0
+    for t in detection_times:
+        match = next(
+            (i for i, e in enumerate(keywords) if e.start - slack <= t <= e.end + slack), None
+        )
+        if match is None or hit[match]:
+            false_alarms += 1
+        else:
+            hit[match] = True
+    found = sum(hit)
+    return StreamScore(found, len(keywords) - found, false_alarms, seconds / 3600)
