@@ -65,6 +65,24 @@ def test_hibari_mispronounces_sheila_and_is_driven_from_phonemes():
     assert broad(said[0].phonemes) == "ʃeɪlə"
 
 
+def test_flite_phones_convert_to_and_from_ipa():
+    from kwscli.data.engines import arpabet_to_ipa, ipa_to_arpabet
+
+    assert arpabet_to_ipa("pau sh iy l ax pau") == "ʃilə"
+    assert ipa_to_arpabet("ʃˈiːlə") == "pau sh iy l ax pau"
+    assert ipa_to_arpabet("ʃˈeɪlə") == "pau sh ey l ax pau"
+    assert ipa_to_arpabet("ʃˈiːlx") is None  # a sound with no CMU phone: not driven
+
+
+def test_flite_says_sheila_as_expected_with_every_voice():
+    import shutil
+
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed (apt-get install flite)")
+    said = check_pronunciation(load_engines(["flite"]), "sheila", EXPECTED_PHONEMES["sheila"])
+    assert {p.voice for p in said} >= {"kal16", "slt"} and all(p.matches for p in said)
+
+
 def test_parse_engines():
     assert parse_engines("espeak, Hibari,espeak") == ["espeak", "hibari"]
     for bad in ("", "festival", "espeak,,nope"):
@@ -128,11 +146,15 @@ def test_silence_folder_holds_noise_and_near_silence_only(tmp_path):
         (["--engines", "hibari"], 1, 'pip install "kws[voices]"'),
         (["--engines", "espeak,piper", "--piper-voice", "v.onnx"], 1, 'pip install "kws[voices]"'),
         (["--engines", "festival"], 2, "expected a comma-separated list"),
+        (["--engines", "espeak,flite"], 1, "apt-get install flite"),
     ],
 )
 def test_a_missing_engine_is_one_line_naming_the_extra(tmp_path, monkeypatch, args, code, says):
+    import shutil
+
     monkeypatch.setitem(sys.modules, "hibari", None)  # import hibari → ImportError
     monkeypatch.setitem(sys.modules, "piper", None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no flite program
     out = tmp_path / "ds"
     res = runner.invoke(app, ["data", "synth", "--out", str(out), "--clips", "20", *args])
     assert res.exit_code == code, res.output

@@ -8,6 +8,8 @@ would pronounce a word (IPA), and opens a session that speaks text as float32 mo
   speakers vary speed, pitch (f0 scaled before the vocoder) and formants (a resample).
 - piper: piper-tts voices given as `.onnx` files (`--piper-voice PATH`, repeatable); every speaker
   of a multi-speaker voice.
+- flite: CMU Flite's program (BSD-style licence; a system package: `apt-get install flite`), its
+  English voices kal, kal16, awb, rms and slt, with speed, pitch and formant changes.
 
 The neural engines are optional installs (`pip install "kws[voices]"`), imported only here and only
 by `kws data synth`: detection, evaluation and training never load them (espeak-ng and piper-tts
@@ -33,7 +35,7 @@ import numpy as np
 from kwscli.audio import SAMPLE_RATE
 from kwscli.errors import ConfigError, KwsError
 
-ENGINES = ("espeak", "hibari", "piper")
+ENGINES = ("espeak", "hibari", "piper", "flite")
 VOICES_EXTRA = 'pip install "kws[voices]"'
 # The keyword's expected pronunciation (IPA), for the built-in keyword.
 EXPECTED_PHONEMES = {"sheila": "ʃˈiːlə"}
@@ -398,6 +400,128 @@ def _sha1(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+FLITE_VOICES = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 105.0, "slt": 170.0}  # f0
+FLITE_STRETCH = (0.8, 1.35)
+FLITE_PITCH = (0.8, 1.25)
+# CMU phones (flite -ps) ↔ IPA, for comparing and for driving flite from IPA (-p)
+_ARPABET = {
+    "aa": "ɑ", "ae": "æ", "ah": "ʌ", "ao": "ɔ", "aw": "aʊ", "ax": "ə", "ay": "aɪ", "b": "b",
+    "ch": "tʃ", "d": "d", "dh": "ð", "eh": "ɛ", "er": "ɜɹ", "ey": "eɪ", "f": "f", "g": "ɡ",
+    "hh": "h", "ih": "ɪ", "iy": "i", "jh": "dʒ", "k": "k", "l": "l", "m": "m", "n": "n",
+    "ng": "ŋ", "ow": "oʊ", "oy": "ɔɪ", "p": "p", "r": "ɹ", "s": "s", "sh": "ʃ", "t": "t",
+    "th": "θ", "uh": "ʊ", "uw": "u", "v": "v", "w": "w", "y": "j", "z": "z", "zh": "ʒ",
+}  # fmt: skip
+
+
+def arpabet_to_ipa(phones: str) -> str:
+    return "".join(_ARPABET.get(p.rstrip("012"), "") for p in phones.split() if p != "pau")
+
+
+def ipa_to_arpabet(ipa: str) -> str | None:
+    """The CMU phones of a broad IPA string, or None if a sound has no CMU phone."""
+    rest, out = broad(ipa).replace("ɡ", "ɡ").replace("g", "ɡ"), []
+    by_length = sorted(_ARPABET.items(), key=lambda kv: -len(kv[1]))
+    while rest:
+        match = next(((a, i) for a, i in by_length if rest.startswith(i)), None)
+        if match is None:
+            return None
+        out.append(match[0])
+        rest = rest[len(match[1]) :]
+    return " ".join(["pau", *out, "pau"])
+
+
+class FliteEngine(Engine):
+    name = "flite"
+    can_take_phonemes = True
+
+    def __init__(self) -> None:
+        import shutil
+
+        self.program = shutil.which("flite")
+        if self.program is None:
+            raise KwsError(
+                "--engines flite needs the flite program on the PATH (a system package: "
+                "apt-get install flite, brew install flite)"
+            )
+        import subprocess
+
+        listed = subprocess.run(
+            [self.program, "-lv"], capture_output=True, text=True, timeout=30
+        ).stdout
+        self.voices = [v for v in FLITE_VOICES if v in listed.split()]
+        if not self.voices:
+            raise KwsError(f"{self.program}: none of the voices {', '.join(FLITE_VOICES)}")
+
+    def voice_names(self) -> list[str]:
+        return self.voices
+
+    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+        out: dict[str, Speaker] = {}
+        while len(out) < count:
+            voice = self.voices[int(rng.integers(len(self.voices)))]
+            formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 40) / 40  # 400 Hz grid at 16k
+            style = (
+                round(float(rng.uniform(*FLITE_STRETCH)), 3),
+                round(FLITE_VOICES[voice] * float(rng.uniform(*FLITE_PITCH)), 1),
+                round(formant, 4),
+            )
+            s = Speaker("flite", voice, style)
+            out.setdefault(s.id, s)
+        return list(out.values())
+
+    def phonemes(self, word: str, voice: str) -> str:
+        import subprocess
+
+        run = subprocess.run(
+            [self.program, "-voice", voice, "-ps", "-t", word, "-o", "none"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return arpabet_to_ipa(run.stdout)
+
+    def open(self) -> Session:
+        return _FliteSession(self.program)
+
+    def describe(self) -> dict:
+        import subprocess
+
+        version = subprocess.run(
+            [self.program, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        return {"version": version, "voices": self.voices}
+
+
+class _FliteSession(Session):
+    def __init__(self, program: str) -> None:
+        self.program = program
+
+    def __enter__(self) -> Session:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="kws-flite-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._dir.cleanup()
+
+    def say(self, text, speaker, seed, phonemes=None):
+        import subprocess
+
+        import soundfile as sf
+
+        stretch, f0, formant = speaker.style
+        wav = Path(self._dir.name) / "say.wav"
+        what = ["-p", ipa_to_arpabet(phonemes)] if phonemes else ["-t", text]
+        cmd = [self.program, "-voice", speaker.voice, "--setf", f"duration_stretch={stretch}",
+               "--setf", f"int_f0_target_mean={f0}", *what, "-o", str(wav)]  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, timeout=60)
+        if run.returncode != 0 or not wav.is_file():
+            raise KwsError(f"flite failed on {text!r} with {speaker.voice}")
+        audio, rate = sf.read(wav, dtype="float32")
+        return resample(audio, round(rate * formant))
+
+
 # ---------------------------------------------------------------- choosing engines
 
 
@@ -424,6 +548,8 @@ def load_engines(names: Sequence[str], piper_voices: Sequence[str | Path] = ()) 
             made.append(EspeakEngine())
         elif name == "hibari":
             made.append(HibariEngine())
+        elif name == "flite":
+            made.append(FliteEngine())
         else:
             made.append(PiperEngine(piper_voices))
     return made

@@ -256,6 +256,8 @@ def _cast(
 
 def _engine_phonemes(engine: str, ipa: str) -> str:
     """The expected IPA in the alphabet an engine takes (hibari: misaki's letters)."""
+    if engine == "flite":
+        return tts_engines.ipa_to_arpabet(ipa)
     return tts_engines.to_misaki(ipa) if engine == "hibari" else ipa
 
 
