@@ -15,6 +15,7 @@ from kwscli.data.synthetic import (
     CONFUSABLES,
     NOISE_DIR,
     PHRASES_DIR,
+    SILENCE_DIR,
     SPEECH_COMMANDS_WORDS,
     synthesize_dataset,
 )
@@ -52,7 +53,13 @@ def speaker(rel: str) -> str:
 def test_every_word_folder_and_clip_count(tiny):
     root, report, _ = tiny
     folders = {p.name for p in root.iterdir() if p.is_dir()}
-    expected = {*SPEECH_COMMANDS_WORDS, *CONFUSABLES["sheila"], PHRASES_DIR, NOISE_DIR}
+    expected = {
+        *SPEECH_COMMANDS_WORDS,
+        *CONFUSABLES["sheila"],
+        PHRASES_DIR,
+        NOISE_DIR,
+        SILENCE_DIR,
+    }
     assert folders == expected
     found = {}
     for p in clips(root):
@@ -111,7 +118,7 @@ def test_synth_json_says_what_the_dataset_is(tiny):
     meta = json.loads((root / "SYNTH.json").read_text())
     assert meta["complete"] is True
     assert (meta["seed"], meta["num_clips"], meta["keyword"]) == (3, 120, "sheila")
-    assert meta["espeak_ng"]
+    assert meta["engines"] == ["espeak"] and meta["engine_info"]["espeak"]["version"]
 
 
 def test_progress_counts_up_to_the_total(tiny):
