@@ -51,8 +51,10 @@ def main() -> None:
     print(f"{'model':<40} {'state':<7} {'threshold':>9} {'found':>6} {'missed':>6} "
           f"{'FA':>4} {'FA/h':>6}")  # fmt: skip
     for r in rows:
-        print(f"{r['model']:<40} {r['state']:<7} {r['threshold']:>9.4f} {r['found']:>6} "
-              f"{r['missed']:>6} {r['false_alarms']:>4} {r['false_alarms_per_hour']:>6.1f}")  # fmt: skip
+        print(
+            f"{r['model']:<40} {r['state']:<7} {r['threshold']:>9.4f} {r['found']:>6} "
+            f"{r['missed']:>6} {r['false_alarms']:>4} {r['false_alarms_per_hour']:>6.1f}"
+        )
 
 
 if __name__ == "__main__":

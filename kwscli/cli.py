@@ -38,17 +38,17 @@ class _Group(TyperGroup):
 
 def _warn(message: str) -> None:
     """A warning: one unwrapped line on stderr, the work goes on."""
-    from kwscli.report import err_console
-
     from rich.markup import escape
+
+    from kwscli.report import err_console
 
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1):
-    from kwscli.report import err_console
-
     from rich.markup import escape
+
+    from kwscli.report import err_console
 
     lines = message.splitlines() or [message]
     err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
@@ -493,6 +493,14 @@ def calibrate(
             "the false rejects on real voices are measured and stored with the threshold.",
         ),
     ] = None,
+    max_real_frr: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SHARE",
+            help="With --positives: lower the threshold where it would miss more than this share "
+            "of the real keyword clips (the false alarms per hour it costs are measured).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     json_out: JsonOut = False,
 ) -> None:
@@ -500,7 +508,16 @@ def calibrate(
     from kwscli.calibrate import calibrate as run_calibration
     from kwscli.report import calibration_table, console, print_json
 
-    result = run_calibration(model, negatives, fa_per_hour, out, data, state, force, positives)
+    result = run_calibration(
+        model, negatives, fa_per_hour, out, data, state, force, positives, max_real_frr
+    )
+    for s in result.states.values():
+        if s["limited_by"] == "max_real_frr":
+            _warn(
+                f"{s['state']} state: {fa_per_hour:g} FA/h would miss more than "
+                f"{max_real_frr:g} of the real keyword clips; threshold lowered to "
+                f"{s['threshold']:.4g}, at {s['fa_per_hour']:.3g} FA/h on the negatives"
+            )
     if json_out:
         print_json(result.to_dict())
     else:

@@ -30,8 +30,9 @@ Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor
 BEST, LAST, HISTORY = "model.pt", "last.pt", "history.json"
 # With a selection set, an epoch competes on it only once it has learned the task on its own
 # data (validation ROC AUC at least this): a few real keyword clips can rank an untrained model
-# well by chance, and picking it would not transfer.
-SELECT_MIN_VAL_AUC = 0.98
+# well by chance, and picking it would not transfer. Not higher: on real voices a model trained
+# on synthetic speech peaks while its synthetic validation is still improving (about 0.96 here).
+SELECT_MIN_VAL_AUC = 0.95
 
 
 class Callbacks(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,7 +107,7 @@ def test_every_engine_speaks_deterministically_whatever_the_workers(tmp_path):
     )
     one = synthesize_dataset(tmp_path / "a", workers=1, **kw)
     two = synthesize_dataset(tmp_path / "b", workers=2, **kw)
-    assert one.per_engine == {"espeak": 60, "hibari": 45, "piper": 45}
+    assert one.per_engine == two.per_engine == {"espeak": 60, "hibari": 45, "piper": 45}
     wavs = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.wav"))
     assert len(wavs) == 150 + 4  # the clips and the 4 background noises
     for rel in wavs:

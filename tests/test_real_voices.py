@@ -46,7 +46,9 @@ def test_evaluate_warns_about_folders_it_did_not_read(tmp_path, trained_teacher)
     report = _json(res)[0]
     assert report["clips"] == 11 and report["keyword_clips"] == 4
     assert 0 <= report["roc_auc"] <= 1 and report["skipped_dirs"] == ["_odd_"]
-    res = runner.invoke(app, ["evaluate", str(trained_teacher), "--data", str(root), "--split", "all"])
+    res = runner.invoke(
+        app, ["evaluate", str(trained_teacher), "--data", str(root), "--split", "all"]
+    )
     assert "not read as clips: folders _odd_" in res.output
 
 
@@ -122,8 +124,17 @@ def test_calibrate_stores_a_threshold_per_state_and_detect_uses_the_right_one(mo
     c = _json(
         runner.invoke(
             app,
-            ["calibrate", str(model_pt), "--negatives", str(neg), "--fa-per-hour", "60",
-             "--out", str(out), "--json"],
+            [
+                "calibrate",
+                str(model_pt),
+                "--negatives",
+                str(neg),
+                "--fa-per-hour",
+                "60",
+                "--out",
+                str(out),
+                "--json",
+            ],
         )  # fmt: skip
     )
     assert set(c["states"]) == {"window", "carry"}
@@ -169,8 +180,21 @@ def test_calibrate_measures_false_rejects_on_real_keyword_clips(model_pt, tmp_pa
     c = _json(
         runner.invoke(
             app,
-            ["calibrate", str(model_pt), "--negatives", str(neg), "--fa-per-hour", "120",
-             "--state", "window", "--positives", str(mini_dataset), "--out", str(out), "--json"],
+            [
+                "calibrate",
+                str(model_pt),
+                "--negatives",
+                str(neg),
+                "--fa-per-hour",
+                "120",
+                "--state",
+                "window",
+                "--positives",
+                str(mini_dataset),
+                "--out",
+                str(out),
+                "--json",
+            ],
         )  # fmt: skip
     )
     s = c["states"]["window"]
@@ -179,9 +203,7 @@ def test_calibrate_measures_false_rejects_on_real_keyword_clips(model_pt, tmp_pa
     assert s["real_positives"] == 10 and s["real_negatives"] == len(others)
     # the same figure from kws detect on the real keyword clips at the stored threshold
     clips = sorted((mini_dataset / "sheila").glob("*.wav"))
-    runs = _json(
-        runner.invoke(app, ["detect", *map(str, clips), "--model", str(out), "--json"])
-    )
+    runs = _json(runner.invoke(app, ["detect", *map(str, clips), "--model", str(out), "--json"]))
     missed = sum(not r["detections"] for r in runs)
     assert s["real_frr"] == pytest.approx(missed / len(clips))
     assert load_checkpoint(out).info["calibration"]["positives_dir"] == str(mini_dataset)
@@ -217,3 +239,30 @@ def test_score_stream_counts_hits_misses_and_repeats_as_false_alarms():
     # 1.4 finds a; 1.9 repeats a; 3.5 is "yes"; 6.3 finds c (within 0.5 s); 12.0 is nothing
     assert (score.found, score.missed, score.false_alarms) == (2, 1, 3)
     assert score.false_alarms_per_hour == 3.0
+
+
+def test_max_real_frr_lowers_the_threshold_and_measures_what_it_costs(
+    model_pt, tmp_path, mini_dataset
+):
+    neg = _noise_folder(tmp_path / "neg", files=1, seconds=30)
+    base = ["calibrate", str(model_pt), "--negatives", str(neg), "--state", "window",
+            "--positives", str(mini_dataset), "--json"]  # fmt: skip
+    strict = _json(
+        runner.invoke(app, [*base, "--fa-per-hour", "0", "--out", str(tmp_path / "a.pt")])
+    )
+    s = strict["states"]["window"]
+    assert s["real_frr"] > 0 and s["limited_by"] == "fa_per_hour"  # 0 FA/h: most clips missed
+    res = runner.invoke(
+        app,
+        [*base, "--fa-per-hour", "0", "--max-real-frr", "0", "--out", str(tmp_path / "b.pt")],
+    )
+    lowered = _json(res)["states"]["window"]
+    assert lowered["limited_by"] == "max_real_frr" and lowered["real_frr"] == 0
+    assert lowered["threshold"] < s["threshold"]
+    # the false alarms it now costs, as kws detect counts them at the stored threshold
+    runs = _json(runner.invoke(app, ["detect", str(neg / "n0.wav"), "--model",
+                                     str(tmp_path / "b.pt"), "--json"]))  # fmt: skip
+    assert sum(len(r["detections"]) for r in runs) == lowered["false_alarms"]
+    no_positives = ["--max-real-frr", "0.1", "--out", str(tmp_path / "c.pt")]
+    res = runner.invoke(app, ["calibrate", str(model_pt), "--negatives", str(neg), *no_positives])
+    assert res.exit_code == 2 and "--positives" in res.output
