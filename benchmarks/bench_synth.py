@@ -1,6 +1,7 @@
 """Time the synthetic dataset generator at Speech Commands v0.01 size (target: ≤ 10 min on 2 cores).
 
 python benchmarks/bench_synth.py --clips 64727 --out /tmp/kws-synth-bench
+python benchmarks/bench_synth.py --clips 64727 --engines espeak,hibari,flite --neural-share 0.3
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the dataset afterwards")
+    parser.add_argument("--engines", default="espeak", help="comma-separated, as kws data synth")
+    parser.add_argument("--neural-share", type=float, default=0.25)
     args = parser.parse_args()
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -47,7 +50,13 @@ def main() -> None:
 
     start = time.perf_counter()
     report = synthesize_dataset(
-        args.out, num_clips=args.clips, seed=args.seed, workers=args.workers, progress=progress
+        args.out,
+        num_clips=args.clips,
+        seed=args.seed,
+        workers=args.workers,
+        progress=progress,
+        engines=args.engines.split(","),
+        neural_share=args.neural_share,
     )
     seconds = time.perf_counter() - start
     size, blocks = disk_usage(args.out)
@@ -56,7 +65,7 @@ def main() -> None:
     print(f"seconds    {seconds:.1f}")
     print(f"clips/s    {report.clips / seconds:.1f}")
     print(f"bytes      {size} ({size / 2**30:.2f} GiB; {blocks / 2**30:.2f} GiB on disk)")
-    print(f"speakers   {report.speakers} ({report.voices} espeak voices)")
+    print(f"speakers   {report.speakers} ({report.voices} voices; {report.per_engine})")
     print(f"keyword    {report.per_word.get('sheila', 0)} clips")
     if not args.keep:
         shutil.rmtree(args.out)
