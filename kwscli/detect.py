@@ -262,8 +262,15 @@ def stored_threshold(ckpt: Checkpoint, state: str) -> tuple[float, str]:
     per_state = cal.get("thresholds") or {}
     if state in per_state:
         how = f"calibrated for --state {state} at {cal.get('target_fa_per_hour', '?'):g} FA/h"
-        if cal.get("positives_dir"):
-            how += ", real false rejects measured"
+        mine = (cal.get("states") or {}).get(state) or {}
+        if mine.get("limited_by") == "max_real_frr":
+            how = (
+                f"calibrated for --state {state}: {mine['fa_per_hour']:g} FA/h, lowered from "
+                f"{cal.get('target_fa_per_hour', '?'):g} FA/h to miss "
+                f"{mine['real_frr']:.0%} of {mine['real_positives']} real keyword clips"
+            )
+        elif mine.get("real_frr") is not None:
+            how += f", misses {mine['real_frr']:.0%} of {mine['real_positives']} real keyword clips"
         return float(per_state[state]), how
     if not ckpt.threshold:
         return DEFAULT_THRESHOLD, "default (the model has no calibrated threshold)"

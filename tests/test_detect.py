@@ -278,10 +278,16 @@ def test_export_refuses_int8_and_unknown_formats(model_pt, tmp_path):
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+# The teacher's threshold was lowered for real voices (12 FA/h on synthetic speech): on the
+# example's espeak speech it also fires once, at 8.4 s.
+OTHER_DETECTIONS = {"student": 0, "teacher": 1}
+
+
 @pytest.mark.parametrize("model", ["student", "teacher"])
 def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
     """`kws detect examples/sheila_example.wav` as a user runs it: each listed keyword found
-    within 0.5 s, no other detection, at the threshold stored in the bundled model."""
+    within 0.5 s, no other detection (but the one noted above), at the threshold stored in the
+    bundled model."""
     from kwscli.detect import bundled_model
 
     key = json.loads((EXAMPLES / "sheila_example.json").read_text())
@@ -292,17 +298,21 @@ def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     (r,) = _json(res)
-    assert r["settings"]["threshold_from"] == "checkpoint"
-    found = [d["time"] for d in r["detections"]]
-    assert len(found) == len(said), (found, said)
-    for t, s in zip(sorted(found), said, strict=True):
-        assert abs(t - s) <= 0.5, (found, said)
+    assert r["settings"]["threshold_from"].startswith("calibrated for --state window")
+    _finds_each_keyword_and_little_else([d["time"] for d in r["detections"]], said, model)
+
+
+def _finds_each_keyword_and_little_else(found: list, said: list, model: str) -> None:
+    assert all(any(abs(t - s) <= 0.5 for t in found) for s in said), (found, said)
+    others = [t for t in found if all(abs(t - s) > 0.5 for s in said)]
+    assert len(others) == OTHER_DETECTIONS[model], (found, said)
 
 
 @pytest.mark.parametrize("conv", ["int8", "fp16"])
 def test_int8_teacher_with_int8_or_fp16_conv_finds_the_example_keywords(tmp_path, conv):
     """The streaming detector runs the mixed-precision models too: the bundled teacher, int8 with
-    its conv in int8 or fp16, still finds each keyword of the example and nothing else."""
+    its conv in int8 or fp16, still finds each keyword of the example and nothing else (but the
+    float teacher's one other detection)."""
     from kwscli.checkpoint import load_checkpoint, save_checkpoint
     from kwscli.compress import to_int8
     from kwscli.detect import bundled_model
@@ -315,8 +325,7 @@ def test_int8_teacher_with_int8_or_fp16_conv_finds_the_example_keywords(tmp_path
     )
     assert res.exit_code == 0, res.output
     found = sorted(d["time"] for d in _json(res)[0]["detections"])
-    assert len(found) == len(said), found
-    assert all(abs(t - s) <= 0.5 for t, s in zip(found, said, strict=True)), found
+    _finds_each_keyword_and_little_else(found, said, "teacher")
 
 
 def test_bundled_models_are_self_describing_and_calibrated():
@@ -328,7 +337,13 @@ def test_bundled_models_are_self_describing_and_calibrated():
         assert ckpt.kind in kinds and ckpt.keyword == "sheila"
         assert 0 < ckpt.threshold < 1
         cal = ckpt.info["calibration"]
-        assert cal["hours"] >= 0.99 and cal["fa_per_hour"] <= cal["target_fa_per_hour"]
+        assert cal["hours"] >= 0.99 and set(cal["thresholds"]) == {"window", "carry"}
+        for state in cal["states"].values():  # the budget, or lowered for real voices, measured
+            assert state["real_positives"] >= 10 and state["real_frr"] is not None
+            if state["limited_by"] == "fa_per_hour":
+                assert state["fa_per_hour"] <= cal["target_fa_per_hour"]
+            else:
+                assert state["real_frr"] <= 0.2 and state["fa_per_hour"] > cal["target_fa_per_hour"]
 
 
 def test_export_onnx_window_scorer_matches_detect(model_pt, tmp_path):
@@ -452,8 +467,8 @@ def test_a_file_that_breaks_mid_way_is_an_error_for_that_file_only(model_pt, tmp
 
 def test_a_keyword_at_the_very_end_is_still_found():
     """A recording cut 50 ms before the keyword ends: only the end-of-file flush (half a window
-    of silence, as training clips end) lets the bundled model score the word in mid-window and
-    fire; without it the last window holds the word at its very edge (checked: P 0.97 < 0.98)."""
+    of silence, as training clips end) lets the bundled teacher score the word in mid-window and
+    fire; without it the last window holds the word at its very edge (checked: P 0.92 < 0.96)."""
     import soundfile as sf2
 
     from kwscli.checkpoint import load_checkpoint
@@ -464,7 +479,7 @@ def test_a_keyword_at_the_very_end_is_still_found():
     audio, sr = sf2.read(EXAMPLES / key["audio"], dtype="float32")
     cut = Path(pytest.importorskip("tempfile").mkdtemp()) / "cut.wav"
     sf2.write(cut, audio[: int((last["end"] - 0.05) * sr)], sr)
-    ckpt = load_checkpoint(bundled_model())
+    ckpt = load_checkpoint(bundled_model("teacher"))
     found = detect_file(cut, make_detector(ckpt), ckpt.threshold).detections
     assert found and abs(found[-1].time - (last["start"] + last["end"]) / 2) <= 0.5
     assert found[-1].end <= last["end"] - 0.05 + 1e-6  # clamped to the file
