@@ -92,31 +92,18 @@ def trained_teacher(tmp_path_factory, tiny_dataset) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     res = CliRunner().invoke(
         app,
-        [
-            "teacher",
-            "--data",
-            str(tiny_dataset),
-            "--runs-dir",
-            str(runs),
-            "--name",
-            "t",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "32",
-            "--hidden-size",
-            "16",
-            "--seed",
-            "0",
-            "--lr",
-            "3e-3",
-            "--epoch-size",
-            "640",
-        ],
+        tiny_teacher_args(tiny_dataset, runs, "t"),
         env={"KWS_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "kws-cache")},
     )
     assert res.exit_code == 0, res.output
     return runs / "t" / "model.pt"
+
+
+def tiny_teacher_args(data: Path, runs: Path, name: str) -> list[str]:
+    """`kws teacher` learning the tiny dataset's toy task in 3 short epochs."""
+    return ["teacher", "--data", str(data), "--runs-dir", str(runs), "--name", name,
+            "--epochs", "3", "--batch-size", "32", "--hidden-size", "16", "--seed", "0",
+            "--lr", "3e-3", "--epoch-size", "640"]  # fmt: skip
 
 
 def pytest_configure(config):

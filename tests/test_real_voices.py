@@ -17,7 +17,7 @@ from kwscli.cli import app
 from kwscli.config import FeatureConfig, ModelConfig
 from kwscli.data.speech_commands import scan_dataset
 from kwscli.models.crnn import CRNN
-from tests.conftest import make_dataset
+from tests.conftest import make_dataset, tiny_teacher_args
 
 runner = CliRunner()
 
@@ -53,30 +53,8 @@ def test_evaluate_warns_about_folders_it_did_not_read(tmp_path, trained_teacher)
 
 
 def test_teacher_select_on_the_real_sample(tmp_path, tiny_dataset, mini_dataset):
-    res = runner.invoke(
-        app,
-        [
-            "teacher",
-            "--data",
-            str(tiny_dataset),
-            "--runs-dir",
-            str(tmp_path),
-            "--name",
-            "s",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "32",
-            "--hidden-size",
-            "16",
-            "--lr",
-            "3e-3",
-            "--epoch-size",
-            "640",
-            "--select-on",
-            str(mini_dataset),
-        ],
-    )
+    args = [*tiny_teacher_args(tiny_dataset, tmp_path, "s"), "--select-on", str(mini_dataset)]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     history = json.loads((tmp_path / "s" / "history.json").read_text())
     assert all(0 <= h["select_roc_auc"] <= 1 for h in history)
@@ -118,35 +96,24 @@ def _noise_folder(folder: Path, files: int = 3, seconds: float = 20.0) -> Path:
     return folder
 
 
+def _calibrate(model: Path, negatives: Path, out: Path, fa_per_hour: str, *more) -> dict:
+    args = ["calibrate", str(model), "--negatives", str(negatives), "--fa-per-hour", fa_per_hour]
+    return _json(runner.invoke(app, [*args, "--out", str(out), "--json", *map(str, more)]))
+
+
+def _detect(*args) -> list[dict]:
+    return _json(runner.invoke(app, ["detect", *map(str, args), "--json"]))
+
+
 def test_calibrate_stores_a_threshold_per_state_and_detect_uses_the_right_one(model_pt, tmp_path):
     neg = _noise_folder(tmp_path / "neg")
     out = tmp_path / "c.pt"
-    c = _json(
-        runner.invoke(
-            app,
-            [
-                "calibrate",
-                str(model_pt),
-                "--negatives",
-                str(neg),
-                "--fa-per-hour",
-                "60",
-                "--out",
-                str(out),
-                "--json",
-            ],
-        )  # fmt: skip
-    )
+    c = _calibrate(model_pt, neg, out, "60")
     assert set(c["states"]) == {"window", "carry"}
     stored = load_checkpoint(out).info["calibration"]["thresholds"]
     assert stored == {k: v["threshold"] for k, v in c["states"].items()}
     for state in ("window", "carry"):
-        res = runner.invoke(
-            app,
-            ["detect", *map(str, sorted(neg.glob("*.wav"))), "--model", str(out), "--state",
-             state, "--json"],
-        )  # fmt: skip
-        runs = _json(res)
+        runs = _detect(*sorted(neg.glob("*.wav")), "--model", out, "--state", state)
         assert runs[0]["settings"]["threshold"] == stored[state]
         assert f"calibrated for --state {state}" in runs[0]["settings"]["threshold_from"]
         found = sum(len(r["detections"]) for r in runs)
@@ -159,51 +126,25 @@ def test_calibrate_stores_a_threshold_per_state_and_detect_uses_the_right_one(mo
 def test_a_threshold_calibrated_for_one_state_says_so_in_the_other(model_pt, tmp_path):
     neg = _noise_folder(tmp_path / "neg", files=1, seconds=10)
     out = tmp_path / "w.pt"
-    res = runner.invoke(
-        app,
-        ["calibrate", str(model_pt), "--negatives", str(neg), "--fa-per-hour", "400",
-         "--state", "window", "--out", str(out), "--json"],
-    )  # fmt: skip
+    _calibrate(model_pt, neg, out, "400", "--state", "window")
     ckpt = load_checkpoint(out)
     del ckpt.info["calibration"]["thresholds"]  # as kws 0.1 stored it: one threshold
     save_checkpoint(ckpt, out)
-    res = runner.invoke(
-        app, ["detect", str(neg / "n0.wav"), "--model", str(out), "--state", "carry", "--json"]
-    )
-    settings = _json(res)[0]["settings"]
+    settings = _detect(neg / "n0.wav", "--model", out, "--state", "carry")[0]["settings"]
     assert "calibrated for --state window only" in settings["threshold_from"]
 
 
 def test_calibrate_measures_false_rejects_on_real_keyword_clips(model_pt, tmp_path, mini_dataset):
     neg = _noise_folder(tmp_path / "neg", files=1, seconds=30)
     out = tmp_path / "r.pt"
-    c = _json(
-        runner.invoke(
-            app,
-            [
-                "calibrate",
-                str(model_pt),
-                "--negatives",
-                str(neg),
-                "--fa-per-hour",
-                "120",
-                "--state",
-                "window",
-                "--positives",
-                str(mini_dataset),
-                "--out",
-                str(out),
-                "--json",
-            ],
-        )  # fmt: skip
-    )
+    c = _calibrate(model_pt, neg, out, "120", "--state", "window", "--positives", mini_dataset)
     s = c["states"]["window"]
     others = [p for p in mini_dataset.glob("*/*.wav") if p.parent.name not in ("sheila",)]
     others = [p for p in others if not p.parent.name.startswith("_")]
     assert s["real_positives"] == 10 and s["real_negatives"] == len(others)
     # the same figure from kws detect on the real keyword clips at the stored threshold
     clips = sorted((mini_dataset / "sheila").glob("*.wav"))
-    runs = _json(runner.invoke(app, ["detect", *map(str, clips), "--model", str(out), "--json"]))
+    runs = _detect(*clips, "--model", out)
     missed = sum(not r["detections"] for r in runs)
     assert s["real_frr"] == pytest.approx(missed / len(clips))
     assert load_checkpoint(out).info["calibration"]["positives_dir"] == str(mini_dataset)
@@ -245,23 +186,15 @@ def test_max_real_frr_lowers_the_threshold_and_measures_what_it_costs(
     model_pt, tmp_path, mini_dataset
 ):
     neg = _noise_folder(tmp_path / "neg", files=1, seconds=30)
-    base = ["calibrate", str(model_pt), "--negatives", str(neg), "--state", "window",
-            "--positives", str(mini_dataset), "--json"]  # fmt: skip
-    strict = _json(
-        runner.invoke(app, [*base, "--fa-per-hour", "0", "--out", str(tmp_path / "a.pt")])
-    )
-    s = strict["states"]["window"]
+    real = ("--state", "window", "--positives", mini_dataset)
+    s = _calibrate(model_pt, neg, tmp_path / "a.pt", "0", *real)["states"]["window"]
     assert s["real_frr"] > 0 and s["limited_by"] == "fa_per_hour"  # 0 FA/h: most clips missed
-    res = runner.invoke(
-        app,
-        [*base, "--fa-per-hour", "0", "--max-real-frr", "0", "--out", str(tmp_path / "b.pt")],
-    )
-    lowered = _json(res)["states"]["window"]
+    lowered = _calibrate(model_pt, neg, tmp_path / "b.pt", "0", *real, "--max-real-frr", "0")
+    lowered = lowered["states"]["window"]
     assert lowered["limited_by"] == "max_real_frr" and lowered["real_frr"] == 0
     assert lowered["threshold"] < s["threshold"]
     # the false alarms it now costs, as kws detect counts them at the stored threshold
-    runs = _json(runner.invoke(app, ["detect", str(neg / "n0.wav"), "--model",
-                                     str(tmp_path / "b.pt"), "--json"]))  # fmt: skip
+    runs = _detect(neg / "n0.wav", "--model", tmp_path / "b.pt")
     assert sum(len(r["detections"]) for r in runs) == lowered["false_alarms"]
     no_positives = ["--max-real-frr", "0.1", "--out", str(tmp_path / "c.pt")]
     res = runner.invoke(app, ["calibrate", str(model_pt), "--negatives", str(neg), *no_positives])
@@ -279,7 +212,7 @@ def test_the_bundled_student_hears_real_voices_in_a_stream(tmp_path, mini_datase
 
     wav = tmp_path / "real.wav"
     events = stream_from_clips(mini_dataset, "sheila", wav, seed=0)
-    runs = _json(runner.invoke(app, ["detect", str(wav), "--state", state, "--json"]))
+    runs = _detect(wav, "--state", state)
     times = [d["time"] for d in runs[0]["detections"]]
     score = score_stream(times, events, runs[0]["duration_s"])
     assert score.found + score.missed == 10

@@ -58,10 +58,10 @@ class Speaker:
     @property
     def id(self) -> str:
         """8 hex digits, like the real dataset's speaker hashes (espeak's ids as before)."""
-        parts = [self.voice, *(f"{v:g}" for v in self.style)]
-        if self.engine != "espeak":
-            parts.insert(0, self.engine)
-        return hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+        from kwscli.data.tts import speaker_id
+
+        engine = () if self.engine == "espeak" else (self.engine,)
+        return speaker_id(*engine, self.voice, *self.style)
 
 
 # ---------------------------------------------------------------- phonemes

@@ -49,8 +49,13 @@ class Speaker:
     @property
     def id(self) -> str:
         """8 hex digits of the voice identity, like the real dataset's speaker hashes."""
-        key = f"{self.voice}|{self.rate}|{self.pitch}|{self.pitch_range}"
-        return hashlib.sha1(key.encode()).hexdigest()[:8]
+        return speaker_id(self.voice, self.rate, self.pitch, self.pitch_range)
+
+
+def speaker_id(*parts) -> str:
+    """8 hex digits of a speaker's identity (every engine's speakers are named this way)."""
+    key = "|".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
 def _espeak_paths() -> tuple[str, str]:
