@@ -18,10 +18,10 @@ import numpy as np
 
 
 def confusions(path: str, split: str, data: str | None) -> tuple[float, int, Counter]:
-    from kwscli.checkpoint import build_model, load_checkpoint
+    from kwscli.checkpoint import load_checkpoint
     from kwscli.data.features import load_features
-    from kwscli.engine import predict
     from kwscli.evaluate import training_split
+    from kwscli.inference import build_model, predict
     from kwscli.metrics import au_fa_fr
 
     ckpt = load_checkpoint(path)

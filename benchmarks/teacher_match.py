@@ -17,8 +17,9 @@ import torch
 
 
 def kl_by_class(student_path: str, split: str, temperature: float) -> tuple[float, float]:
-    from kwscli.checkpoint import build_model, load_checkpoint
-    from kwscli.evaluate import load_split, predict_logits
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.evaluate import load_split
+    from kwscli.inference import build_model, predict_logits
     from kwscli.train import load_teacher
 
     ckpt = load_checkpoint(student_path)

@@ -128,31 +128,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if ckpt.kind not in KINDS:
         raise CheckpointError(f"{path}: unknown kind {ckpt.kind!r} (expected {', '.join(KINDS)})")
     return ckpt
-
-
-def build_model(ckpt: Checkpoint):
-    """Rebuild the model a checkpoint describes (float, int8 or fp16), weights loaded, eval mode."""
-    from kwscli.models.crnn import CRNN
-
-    if ckpt.kind == "int8":
-        from kwscli.compress import build_int8
-
-        return build_int8(ckpt)
-    if ckpt.kind == "fp16":
-        from kwscli.compress import build_fp16
-
-        return build_fp16(ckpt)
-    return load_weights(CRNN(ckpt.model, ckpt.features.n_mels), ckpt.state_dict, ckpt)
-
-
-def load_weights(model, state: dict, ckpt: Checkpoint):
-    """`model.load_state_dict(state)`, failing with the one line that says what is wrong."""
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError) as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        reason = (lines[1] if len(lines) > 1 else lines[0] if lines else repr(exc))[:200]
-        raise CheckpointError(
-            f"{ckpt.path}: its {ckpt.kind} weights do not match its model config ({reason})"
-        ) from None
-    return model.eval()

@@ -296,10 +296,11 @@ def distill(
 
 
 def _train(fn, cfg, resume: bool, force: bool) -> None:
-    from kwscli.report import TrainingProgress, console
+    from kwscli.report import PlottingCallbacks, TrainingProgress, console
 
+    run_dir = Path(cfg.runs_dir) / cfg.name
     with TrainingProgress() as shown:
-        result = fn(cfg, resume, force, shown, shown.cache)
+        result = fn(cfg, resume, force, PlottingCallbacks(shown, run_dir), shown.cache)
     skipped = result.extras.get("skipped") or []
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable files, e.g. {skipped[0]}")

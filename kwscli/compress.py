@@ -13,19 +13,25 @@ it dynamically too, `conv="fp16"` keeps it in half precision in front of the int
 from __future__ import annotations
 
 import copy
-import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
 
-from kwscli.checkpoint import Checkpoint, load_weights
-from kwscli.errors import CheckpointError, ConfigError, KwsError
+from kwscli import metrics
+from kwscli.checkpoint import Checkpoint
+from kwscli.errors import ConfigError, KwsError
+from kwscli.evaluate import load_split, model_cost
 from kwscli.files import check_output
-from kwscli.models.crnn import CRNN, HalfPrecision
-
-INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
-CONV_MODES = ("float", "int8", "fp16")
+from kwscli.inference import (
+    CONV_MODES,
+    _quantize_dynamic,
+    _quantized_weights,
+    build_model,
+    predict_logits,
+    probabilities,
+)
 
 
 def check_conv_mode(conv: str) -> None:
@@ -33,36 +39,9 @@ def check_conv_mode(conv: str) -> None:
         raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
 
 
-def _quantize_dynamic(model: nn.Module, conv: str = "float") -> nn.Module:
-    from torch.ao.nn.quantized import dynamic as nnqd
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-    from torch.ao.quantization.quantization_mappings import (
-        DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS,
-    )
-
-    layers = {nn.GRU: default_dynamic_qconfig, nn.Linear: default_dynamic_qconfig}
-    mapping = dict(DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS)
-    if conv == "int8":  # not in torch's default mapping, but torch has the module
-        layers[nn.Conv2d] = default_dynamic_qconfig
-        mapping[nn.Conv2d] = nnqd.Conv2d
-    with warnings.catch_warnings():  # deprecated in favour of torchao, which has no GRU
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, layers, dtype=torch.qint8, mapping=mapping)
-
-
-def dynamic_int8_available() -> bool:
-    try:
-        _quantize_dynamic(nn.Sequential(nn.Linear(2, 2)))(torch.zeros(1, 2))
-        return True
-    except Exception:
-        return False
-
-
 def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
     """int8 checkpoint of a float one: GRU and Linear weights as int8 + per-tensor scale; the conv
     as float32, int8 or fp16 (`conv`)."""
-    from kwscli.checkpoint import build_model
-
     check_conv_mode(conv)
     float_model = build_model(ckpt)
     qmodel = _quantize_dynamic(copy.deepcopy(float_model), conv)
@@ -86,78 +65,10 @@ def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
     return _derived(ckpt, "int8", state, int8=int8)
 
 
-def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
-    """{'weight_ih_l0': qtensor, ...} of a dynamic-quantized module, None for other modules."""
-    from torch.ao.nn.quantized import dynamic as nnqd
-
-    if isinstance(module, (nnqd.Linear, nnqd.Conv2d)):
-        return {"weight": module.weight()}
-    if isinstance(module, nnqd.GRU):
-        return dict(module.get_weight())
-    return None
-
-
-def build_int8(ckpt: Checkpoint) -> nn.Module:
-    """The int8 model a checkpoint describes, with exactly its stored integers."""
-    state = ckpt.state_dict
-    spec = ckpt.info.get("int8", {})
-    names, conv = spec.get("quantized", []), spec.get("conv", "float")
-    if conv not in CONV_MODES:
-        raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: unknown conv mode {conv!r}")
-    try:
-        deq = {
-            n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
-            for n in names
-        }
-    except KeyError as exc:
-        raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: no {exc.args[0]!r}") from None
-    # everything not int8, in float32 (an fp16 conv is exact in float32)
-    floats = {k: v.float() for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
-    model = CRNN(ckpt.model, ckpt.features.n_mels)
-    load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
-    if not dynamic_int8_available():
-        return _half_conv(model) if conv == "fp16" else model  # weight-only int8
-    qmodel = _quantize_dynamic(model, conv)
-    for name, module in qmodel.named_modules():
-        current = _quantized_weights(module)
-        if current is None:
-            continue
-        exact = {
-            k: torch._make_per_tensor_quantized_tensor(
-                state[f"{name}.{k}.int8"],
-                float(state[f"{name}.{k}.scale"]),
-                int(state[f"{name}.{k}.zero_point"]),
-            )
-            for k in current
-        }
-        if isinstance(module, nn.Module) and hasattr(module, "set_weight_bias"):
-            if "weight" in exact:  # Linear
-                module.set_weight_bias(exact["weight"], module.bias())
-            else:  # GRU: its biases sit beside the weights in one dict
-                biases = module.get_bias()
-                module.set_weight_bias({**exact, **biases})
-    return (_half_conv(qmodel) if conv == "fp16" else qmodel).eval()
-
-
-def _half_conv(model: nn.Module) -> nn.Module:
-    model.conv[0] = HalfPrecision(model.conv[0])
-    return model
-
-
 def to_fp16(ckpt: Checkpoint) -> Checkpoint:
     """Half-precision checkpoint: every weight stored and run in float16."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
     return _derived(ckpt, "fp16", state)
-
-
-def build_fp16(ckpt: Checkpoint) -> nn.Module:
-    return load_weights(CRNN(ckpt.model, ckpt.features.n_mels).half(), ckpt.state_dict, ckpt)
-
-
-def float_equivalent(ckpt: Checkpoint) -> nn.Module:
-    """The float32 CRNN with the same shapes, for counting MACs: thop counts quantized modules as
-    0, so int8 layers are counted as the float layers they replace."""
-    return CRNN(ckpt.model, ckpt.features.n_mels).eval()
 
 
 def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
@@ -199,7 +110,6 @@ def compress_checkpoint(
     """`kws quantize` / `kws fp16`: convert, compare on the validation split, save beside the
     input. Returns None (and writes nothing) when the model already is `kind`."""
     from kwscli.checkpoint import load_checkpoint, save_checkpoint
-    from kwscli.evaluate import compare_compressed
 
     check_conv_mode(conv)  # before any work
     if tolerance < 0:
@@ -223,3 +133,72 @@ def compress_checkpoint(
         }
     save_checkpoint(converted, out)
     return report
+
+
+# ---------------------------------------------------------------- before/after
+
+
+@dataclass
+class CompressionReport:
+    """Before/after of `kws quantize` / `kws fp16`, and where any degradation comes from."""
+
+    source: str
+    output: str
+    kind: str
+    label: str  # the kind, with the conv precision of an int8 model
+    size_before: int
+    size_after: int
+    macs_2s: int
+    data: str | None
+    au_fa_fr_before: float | None = None
+    au_fa_fr_after: float | None = None
+    max_abs_dprob: float | None = None  # largest change of P(keyword) over the split
+    max_abs_dlogit: float | None = None
+    distinct_before: int | None = None  # distinct P(keyword) values: fewer = more ties
+    distinct_after: int | None = None
+    degraded: bool = False
+    tolerance: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_compressed(
+    src: Checkpoint,
+    out: Checkpoint,
+    out_path: Path,
+    data_path: str | Path | None,
+    split: str = "val",
+    tolerance: float = 0.1,
+) -> CompressionReport:
+    """Run both models on the same clips. `degraded` when au_fa_fr grows by more than
+    `tolerance` (relative) — with the logit and probability changes that explain it."""
+    src_model, out_model = build_model(src), build_model(out)
+    cost = model_cost(out, out_model)
+    rep = CompressionReport(
+        source=str(src.path),
+        output=str(out_path),
+        kind=out.kind,
+        label=out.label,
+        size_before=metrics.size_bytes(src_model),  # the same measure model_cost uses
+        size_after=cost.size_bytes,
+        macs_2s=cost.macs_2s,
+        data=None,
+        tolerance=tolerance,
+    )
+    if data_path is None and not src.info.get("data"):
+        return rep  # nothing to compare on; sizes still stand
+    data = load_split(src, data_path, split)
+    before, after = (
+        predict_logits(src_model, data.features),
+        predict_logits(out_model, data.features),
+    )
+    p0, p1 = probabilities(before), probabilities(after)
+    rep.data = data.data
+    rep.au_fa_fr_before = metrics.au_fa_fr(p0, data.labels)
+    rep.au_fa_fr_after = metrics.au_fa_fr(p1, data.labels)
+    rep.max_abs_dprob = float(np.max(np.abs(p1 - p0)))
+    rep.max_abs_dlogit = float((after - before).abs().max())
+    rep.distinct_before, rep.distinct_after = len(np.unique(p0)), len(np.unique(p1))
+    rep.degraded = rep.au_fa_fr_after > rep.au_fa_fr_before * (1 + tolerance) + 1e-12
+    return rep

@@ -17,8 +17,9 @@ import numpy as np
 import soundfile as sf
 
 from kwscli.audio import check_finite, write_wav
-from kwscli.checkpoint import Checkpoint, build_model
+from kwscli.checkpoint import Checkpoint
 from kwscli.errors import AudioError, ConfigError, KwsError
+from kwscli.inference import build_model
 from kwscli.models.streaming import StreamingDetector
 
 BLOCK_SECONDS = 30.0

@@ -123,7 +123,8 @@ def hard_negative_weights(
         w_i = 1 / (2·N_pos)                                   for keyword clips,
         w_i = ((1 − share) / N_neg + share · p_i / Σ_neg p) / 2   for the others.
     """
-    from kwscli.engine import class_balanced_weights, predict
+    from kwscli.engine import class_balanced_weights
+    from kwscli.inference import predict
 
     y = labels.bool()
     weights = class_balanced_weights(labels.long()) / 2

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 
 from kwscli.checkpoint import Checkpoint, save_checkpoint
 from kwscli.config import TrainConfig
 from kwscli.errors import Interrupted, KwsError
 from kwscli.files import atomic_torch_save, write_json
+from kwscli.inference import predict
 from kwscli.metrics import au_fa_fr, recall_at_far, roc_auc
-from kwscli.models.crnn import input_device, input_dtype
 
 Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 BEST, LAST, HISTORY = "model.pt", "last.pt", "history.json"
@@ -327,32 +326,3 @@ def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
     """Sampling weights that draw each class equally often (the course's sampler)."""
     counts = torch.bincount(labels, minlength=2).clamp(min=1).double()
     return (1.0 / counts)[labels]
-
-
-def predict(
-    model: torch.nn.Module,
-    features: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    batch_size: int = 1024,
-) -> tuple[Any, float]:
-    """P(keyword) for each row (numpy float64), and the mean cross-entropy when labels are given."""
-    logits = predict_logits(model, features, batch_size)
-    probs = torch.softmax(logits, dim=-1)[:, 1].double().numpy()
-    loss = F.cross_entropy(logits, labels, reduction="mean").item() if labels is not None else 0.0
-    return probs, loss
-
-
-def predict_logits(
-    model: torch.nn.Module, features: torch.Tensor, batch_size: int = 1024
-) -> torch.Tensor:
-    """Logits (N, classes) as float32 on the CPU, whatever the model's dtype or device. The softmax
-    is always taken in float32 afterwards, so an fp16 model's probabilities do not saturate."""
-    device, dtype = input_device(model), input_dtype(model)
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(features), batch_size):
-            out.append(model(features[i : i + batch_size].to(device, dtype)).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, 2)

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from kwscli import metrics
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.data.features import load_features
 from kwscli.data.speech_commands import scan_dataset
-from kwscli.engine import predict_logits
 from kwscli.errors import ConfigError, DataError, KwsError
+from kwscli.inference import build_model, float_equivalent, predict_logits, probabilities
 from kwscli.models.crnn import count_parameters
 
 DEFAULT_FARS = (0.001, 0.01, 0.05)
@@ -36,8 +36,6 @@ class Cost:
 def model_cost(ckpt: Checkpoint, model: torch.nn.Module | None = None) -> Cost:
     """Parameters, saved bytes and thop MACs of a checkpoint's model. int8 layers are counted as
     the float layers they replace (thop counts quantized modules as 0); so are their params."""
-    from kwscli.compress import float_equivalent
-
     model = model if model is not None else build_model(ckpt)
     counted = float_equivalent(ckpt) if ckpt.kind == "int8" else model
     f = ckpt.features
@@ -141,11 +139,6 @@ def evaluate_checkpoint(
     return build_report(model, ckpt, probs, data, fars, latency)
 
 
-def probabilities(logits: torch.Tensor) -> np.ndarray:
-    """P(keyword), softmax in float32 then float64 for the metric."""
-    return torch.softmax(logits.float(), dim=-1)[:, 1].double().numpy()
-
-
 def build_report(
     model, ckpt: Checkpoint, probs: np.ndarray, data: SplitData, fars, latency: bool
 ) -> ModelReport:
@@ -212,72 +205,3 @@ def check_targets(report: ModelReport, baseline: ModelReport, targets: Targets) 
         "pass": passed,
         "verdict": "PASS" if all(passed.values()) else "FAIL",
     }
-
-
-# ---------------------------------------------------------------- compression
-
-
-@dataclass
-class CompressionReport:
-    """Before/after of `kws quantize` / `kws fp16`, and where any degradation comes from."""
-
-    source: str
-    output: str
-    kind: str
-    label: str  # the kind, with the conv precision of an int8 model
-    size_before: int
-    size_after: int
-    macs_2s: int
-    data: str | None
-    au_fa_fr_before: float | None = None
-    au_fa_fr_after: float | None = None
-    max_abs_dprob: float | None = None  # largest change of P(keyword) over the split
-    max_abs_dlogit: float | None = None
-    distinct_before: int | None = None  # distinct P(keyword) values: fewer = more ties
-    distinct_after: int | None = None
-    degraded: bool = False
-    tolerance: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def compare_compressed(
-    src: Checkpoint,
-    out: Checkpoint,
-    out_path: Path,
-    data_path: str | Path | None,
-    split: str = "val",
-    tolerance: float = 0.1,
-) -> CompressionReport:
-    """Run both models on the same clips. `degraded` when au_fa_fr grows by more than
-    `tolerance` (relative) — with the logit and probability changes that explain it."""
-    src_model, out_model = build_model(src), build_model(out)
-    cost = model_cost(out, out_model)
-    rep = CompressionReport(
-        source=str(src.path),
-        output=str(out_path),
-        kind=out.kind,
-        label=out.label,
-        size_before=metrics.size_bytes(src_model),  # the same measure model_cost uses
-        size_after=cost.size_bytes,
-        macs_2s=cost.macs_2s,
-        data=None,
-        tolerance=tolerance,
-    )
-    if data_path is None and not src.info.get("data"):
-        return rep  # nothing to compare on; sizes still stand
-    data = load_split(src, data_path, split)
-    before, after = (
-        predict_logits(src_model, data.features),
-        predict_logits(out_model, data.features),
-    )
-    p0, p1 = probabilities(before), probabilities(after)
-    rep.data = data.data
-    rep.au_fa_fr_before = metrics.au_fa_fr(p0, data.labels)
-    rep.au_fa_fr_after = metrics.au_fa_fr(p1, data.labels)
-    rep.max_abs_dprob = float(np.max(np.abs(p1 - p0)))
-    rep.max_abs_dlogit = float((after - before).abs().max())
-    rep.distinct_before, rep.distinct_after = len(np.unique(p0)), len(np.unique(p1))
-    rep.degraded = rep.au_fa_fr_after > rep.au_fa_fr_before * (1 + tolerance) + 1e-12
-    return rep

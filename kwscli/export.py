@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from kwscli.audio import LOG_FLOOR_LOG
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.errors import KwsError
+from kwscli.inference import build_model
 from kwscli.models.crnn import AttentionPooling
 from kwscli.models.streaming import frames_log_mel, mel_constants
 

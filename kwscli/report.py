@@ -468,3 +468,25 @@ def plot_fa_fr(reports: list, out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title(f"FA/FR on {reports[0].split}")
     _save(fig, out)
+
+
+class PlottingCallbacks:
+    """Passes events on and redraws the training curves beside the checkpoint each epoch."""
+
+    def __init__(self, inner, run_dir: Path) -> None:
+        from kwscli.engine import NoCallbacks
+
+        self.inner = inner or NoCallbacks()
+        self.run_dir = run_dir
+
+    def on_start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
+        self.inner.on_start(epochs, steps_per_epoch, start_epoch)
+
+    def on_step(self, epoch: int, step: int, loss: float) -> None:
+        self.inner.on_step(epoch, step, loss)
+
+    def on_epoch_end(self, record) -> None:
+        from kwscli.engine import HISTORY
+
+        plot_history(self.run_dir / HISTORY, self.run_dir / "curves.png")
+        self.inner.on_epoch_end(record)

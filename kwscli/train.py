@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from kwscli import engine
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import DistillConfig, RunConfig
 from kwscli.data.augment import FeatureAugmenter, Mixup, white_noise_bank
 from kwscli.data.features import FeatureSet, load_features
 from kwscli.data.speech_commands import DatasetIndex, scan_dataset
 from kwscli.errors import ConfigError, KwsError
 from kwscli.files import atomic_write
+from kwscli.inference import build_model
 from kwscli.models.crnn import CRNN, count_parameters
 
 RUN_FILES = ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json")
@@ -327,7 +328,7 @@ def _train_locked(
         run_dir,
         make_checkpoint,
         resume,
-        PlottingCallbacks(callbacks, run_dir),
+        callbacks,
     )
     result.extras["skipped"] = prepared.features.skipped
     write_final_metrics(run_dir, result, kind, info)
@@ -357,26 +358,6 @@ def write_final_metrics(run_dir: Path, result: engine.TrainResult, kind: str, in
             "seconds_per_epoch": [round(r.seconds, 2) for r in result.history],
         },
     )
-
-
-class PlottingCallbacks:
-    """Passes events on and redraws the training curves beside the checkpoint each epoch."""
-
-    def __init__(self, inner: engine.Callbacks | None, run_dir: Path) -> None:
-        self.inner = inner or engine.NoCallbacks()
-        self.run_dir = run_dir
-
-    def on_start(self, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
-        self.inner.on_start(epochs, steps_per_epoch, start_epoch)
-
-    def on_step(self, epoch: int, step: int, loss: float) -> None:
-        self.inner.on_step(epoch, step, loss)
-
-    def on_epoch_end(self, record: engine.EpochRecord) -> None:
-        from kwscli.report import plot_history
-
-        plot_history(self.run_dir / engine.HISTORY, self.run_dir / "curves.png")
-        self.inner.on_epoch_end(record)
 
 
 def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig, list[str]]:

@@ -10,10 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from kwscli.config import FeatureConfig, ModelConfig
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_write
+from kwscli.inference import build_model
 from kwscli.models.crnn import CRNN
 
 SMALL = ModelConfig(cnn_out_channels=2, hidden_size=8, gru_num_layers=1)

@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kwscli.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
+from kwscli.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from kwscli.cli import app
-from kwscli.compress import dynamic_int8_available, to_fp16, to_int8
+from kwscli.compress import to_fp16, to_int8
 from kwscli.config import FeatureConfig, ModelConfig
 from kwscli.errors import ConfigError
 from kwscli.evaluate import ModelReport, Targets, check_targets, model_cost
+from kwscli.inference import build_model, dynamic_int8_available
 from kwscli.metrics import size_bytes
 from kwscli.models.crnn import CRNN, input_dtype
 

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import FeatureConfig, ModelConfig, TrainConfig
-from kwscli.engine import TrainData, predict, train
+from kwscli.engine import TrainData, train
 from kwscli.errors import Interrupted, KwsError
+from kwscli.inference import predict
 from kwscli.models.crnn import CRNN
 
 SMALL = ModelConfig(cnn_out_channels=2, hidden_size=8)  # 2 GRU layers: dropout draws from torch
@@ -122,7 +123,7 @@ def test_train_writes_model_last_and_history(tmp_path):
 
 def test_history_val_metrics_match_predict_on_the_saved_best(tmp_path):
     result, _ = run(tmp_path / "r", 2)
-    from kwscli.checkpoint import build_model
+    from kwscli.inference import build_model
     from kwscli.metrics import au_fa_fr
 
     data = toy_data()
@@ -297,7 +298,7 @@ def test_sampling_weights_decide_which_clips_are_drawn(tmp_path):
 def test_a_selection_set_picks_the_best_epoch_by_its_own_au_fa_fr(tmp_path):
     """With a selection set (`--select-on`), the best epoch is the lowest au_fa_fr there (val
     breaking ties), recorded per epoch and in the checkpoint, recomputable from model.pt."""
-    from kwscli.checkpoint import build_model
+    from kwscli.inference import build_model
     from kwscli.metrics import au_fa_fr, roc_auc
 
     data = toy_data(noisy)
