@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the models shipped in kwscli/assets/ from nothing (2 CPU cores: about 25 minutes):
-#   pip install -e ".[voices]"   # hibari-tts for the second engine
+#   pip install -e ".[voices]"   # hibari-tts; and flite, a system program: apt-get install flite
 #   bash benchmarks/make_bundled.sh
 # 1. a synthetic dataset spoken by espeak-ng and hibari-tts, with acoustic variety
 # 2. two keyword-free synthetic hours (calibration, test) for false alarms per hour
@@ -13,22 +13,22 @@
 # sample beside the project); it only picks epochs and measures, it is never trained on.
 set -euo pipefail
 REAL=${REAL:-../shared/data/speech_commands_mini}
-DATA=${DATA:-data/synth-voices}
+DATA=${DATA:-data/synth-3}
 RUNS=${RUNS:-runs/voices}
 FA_PER_HOUR=${FA_PER_HOUR:-1}
 SELECT=(--select-on "$REAL")
 [ -d "$REAL" ] || { echo "no real set at $REAL: set REAL=DIR (or SELECT= to skip)"; exit 1; }
 
-kws data synth --out "$DATA" --clips 40000 --engines espeak,hibari --neural-share 0.35 \
+kws data synth --out "$DATA" --clips 48000 --engines espeak,hibari,flite --neural-share 0.3 \
   --keyword-fraction 0.08
 [ -f data/negatives/calibration.wav ] || python benchmarks/bench_detect.py make
 kws teacher --config examples/teacher-voices.yaml --data "$DATA" --runs-dir "$RUNS" \
   --name teacher "${SELECT[@]}" --force
 kws distill --config examples/student-voices.yaml --teacher "$RUNS/teacher/model.pt" \
   --data "$DATA" --runs-dir "$RUNS" --name student "${SELECT[@]}" --force
-kws quantize "$RUNS/student/model.pt" --force
+kws fp16 "$RUNS/student/model.pt" --force
 NEG=data/negatives/calibration.wav
 kws calibrate "$RUNS/teacher/model.pt" --negatives "$NEG" --fa-per-hour "$FA_PER_HOUR" \
   --positives "$REAL" --out kwscli/assets/teacher.pt --force
-kws calibrate "$RUNS/student/model.int8.pt" --negatives "$NEG" --fa-per-hour "$FA_PER_HOUR" \
+kws calibrate "$RUNS/student/model.fp16.pt" --negatives "$NEG" --fa-per-hour "$FA_PER_HOUR" \
   --positives "$REAL" --out kwscli/assets/student.pt --force

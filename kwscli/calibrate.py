@@ -57,8 +57,11 @@ class Calibration:
 
 
 def threshold_grid() -> np.ndarray:
-    """Candidate thresholds, dense near 1 where low false-alarm operating points live."""
-    return np.unique(np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.logspace(-7, -1.3, 120)]))
+    """Candidate thresholds, dense near 1 where low false-alarm operating points live. Never
+    below 0.5: there the model itself says "not the keyword", and negatives that never fire
+    (a quiet hour, a state mode that settles low) would otherwise pull the threshold down to
+    where real speech fires."""
+    return np.unique(np.concatenate([np.linspace(0.5, 0.95, 46), 1 - np.logspace(-7, -1.3, 120)]))
 
 
 def calibrate(
@@ -111,7 +114,7 @@ def calibrate(
         if real is not None:
             pos, neg = (_clip_peaks(clips, detector) for clips in real)
             if max_real_frr is not None and np.mean(pos < chosen) > max_real_frr:
-                chosen = _highest_keeping(pos, max_real_frr)
+                chosen = _highest_keeping(pos, max_real_frr, mode)
                 count, limited_by = count_at(chosen), "max_real_frr"
         frr, n_val = _frr(ckpt, data, detector, chosen)
         cal = StateCalibration(mode, chosen, count / hours, count, frr, n_val)
@@ -167,10 +170,18 @@ def _false_alarm_counter(traces, window_s: float):
     return false_alarms
 
 
-def _highest_keeping(peaks: np.ndarray, max_frr: float) -> float:
+def _highest_keeping(peaks: np.ndarray, max_frr: float, state: str) -> float:
     """The highest grid threshold that misses at most `max_frr` of the clips with these peaks."""
-    ok = [t for t in threshold_grid() if np.mean(peaks < t) <= max_frr]
-    return float(ok[-1]) if ok else float(threshold_grid()[0])
+    grid = threshold_grid()
+    ok = [t for t in grid if np.mean(peaks < t) <= max_frr]
+    if not ok:
+        raise KwsError(
+            f"--max-real-frr {max_frr:g}: even at {grid[0]:g} the model misses "
+            f"{np.mean(peaks < grid[0]):.0%} of the {len(peaks)} real keyword clips ({state} "
+            "state): it does not hear these voices; retrain it (README: Real voices)"
+        )
+    return float(ok[-1])
+
 
 
 def _lowest_meeting(false_alarms, hours: float, fa_per_hour: float):

@@ -278,9 +278,11 @@ def test_export_refuses_int8_and_unknown_formats(model_pt, tmp_path):
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-# The teacher's threshold was lowered for real voices (12 FA/h on synthetic speech): on the
-# example's espeak speech it also fires once, at 8.4 s.
-OTHER_DETECTIONS = {"student": 0, "teacher": 1}
+# Other detections allowed on the example (espeak speech), and keywords missed: at its window
+# threshold for 1 FA/h (0.9982) the student misses the first keyword (P 0.9971); it finds all
+# four in --state carry.
+OTHER_DETECTIONS = {"student": 0, "teacher": 0}
+MISSED = {"student": 1, "teacher": 0}
 
 
 @pytest.mark.parametrize("model", ["student", "teacher"])
@@ -303,7 +305,8 @@ def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
 
 
 def _finds_each_keyword_and_little_else(found: list, said: list, model: str) -> None:
-    assert all(any(abs(t - s) <= 0.5 for t in found) for s in said), (found, said)
+    hits = sum(any(abs(t - s) <= 0.5 for t in found) for s in said)
+    assert hits == len(said) - MISSED[model], (found, said)
     others = [t for t in found if all(abs(t - s) > 0.5 for s in said)]
     assert len(others) == OTHER_DETECTIONS[model], (found, said)
 
@@ -326,6 +329,14 @@ def test_int8_teacher_with_int8_or_fp16_conv_finds_the_example_keywords(tmp_path
     assert res.exit_code == 0, res.output
     found = sorted(d["time"] for d in _json(res)[0]["detections"])
     _finds_each_keyword_and_little_else(found, said, "teacher")
+
+
+def test_the_bundled_student_finds_every_example_keyword_in_carry_state():
+    key = json.loads((EXAMPLES / "sheila_example.json").read_text())
+    said = [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
+    res = runner.invoke(app, ["detect", str(EXAMPLES / key["audio"]), "--state", "carry", "--json"])
+    found = [d["time"] for d in _json(res)[0]["detections"]]
+    assert len(found) == 4 and all(any(abs(t - s) <= 0.5 for t in found) for s in said), found
 
 
 def test_bundled_models_are_self_describing_and_calibrated():
@@ -468,7 +479,7 @@ def test_a_file_that_breaks_mid_way_is_an_error_for_that_file_only(model_pt, tmp
 def test_a_keyword_at_the_very_end_is_still_found():
     """A recording cut 50 ms before the keyword ends: only the end-of-file flush (half a window
     of silence, as training clips end) lets the bundled teacher score the word in mid-window and
-    fire; without it the last window holds the word at its very edge (checked: P 0.92 < 0.96)."""
+    fire; without it the last window holds the word at its very edge (checked: P 0.02 < 0.97)."""
     import soundfile as sf2
 
     from kwscli.checkpoint import load_checkpoint
