@@ -596,8 +596,9 @@ def data_synth(
     engines: Annotated[
         str,
         typer.Option(
-            help="Speech engines, comma-separated: espeak (built in), hibari, piper "
-            '(pip install "kws[voices]"). More engines transfer better to real voices.'
+            help="Speech engines, comma-separated: espeak (built in), hibari and piper "
+            '(pip install "kws\\[voices]"), flite (a system program: apt-get install flite). '
+            "More engines transfer better to real voices."
         ),
     ] = "espeak",
     piper_voice: Annotated[
