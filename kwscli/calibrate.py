@@ -183,7 +183,6 @@ def _highest_keeping(peaks: np.ndarray, max_frr: float, state: str) -> float:
     return float(ok[-1])
 
 
-
 def _lowest_meeting(false_alarms, hours: float, fa_per_hour: float):
     for t in threshold_grid():  # lowest threshold meeting the target
         n = false_alarms(t)
