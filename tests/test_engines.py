@@ -127,6 +127,20 @@ def test_every_engine_speaks_deterministically_whatever_the_workers(tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_flite_speaks_deterministically_whatever_the_workers(tmp_path):
+    import shutil
+
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed (apt-get install flite)")
+    kw = dict(num_clips=130, engines=["espeak", "flite"], neural_share=0.5, noise_seconds=5)
+    one = synthesize_dataset(tmp_path / "a", workers=1, **kw)
+    synthesize_dataset(tmp_path / "b", workers=2, **kw)
+    assert one.per_engine == {"espeak": 65, "flite": 65} and not one.warnings
+    for p in sorted((tmp_path / "a").rglob("*.wav")):
+        assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
+
+
 def test_silence_folder_holds_noise_and_near_silence_only(tmp_path):
     rep = synthesize_dataset(tmp_path / "d", num_clips=80, silence_fraction=0.25, noise_seconds=5)
     clips = sorted((tmp_path / "d" / "silence").glob("*.wav"))
