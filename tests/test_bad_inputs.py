@@ -748,6 +748,7 @@ def _normalise(text: str, ctx: Ctx) -> str:
 # ---------------------------------------------------------------- the tests
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_bad_input(row, tmp_path, trained_teacher, tiny_dataset, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative default (runs/teacher/model.pt) finds nothing

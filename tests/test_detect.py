@@ -234,6 +234,7 @@ def test_calibrate_bad_inputs(model_pt, tmp_path):
     assert not (tmp_path / "c.pt").exists()
 
 
+@pytest.mark.slow
 def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp_path):
     """The exported module gives `kws detect`'s probabilities, fed in 0.5 s chunks, loaded in a
     Python that never imports kwscli."""

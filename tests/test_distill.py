@@ -152,6 +152,7 @@ def _fit(criterion, student, x, y, steps: int = 30) -> None:
 runner = CliRunner()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", [False, True])
 @pytest.mark.parametrize(
     "loss_args",

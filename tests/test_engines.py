@@ -141,6 +141,7 @@ def test_flite_speaks_deterministically_whatever_the_workers(tmp_path):
         assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
 
 
+@pytest.mark.slow
 def test_silence_folder_holds_noise_and_near_silence_only(tmp_path):
     rep = synthesize_dataset(tmp_path / "d", num_clips=80, silence_fraction=0.25, noise_seconds=5)
     clips = sorted((tmp_path / "d" / "silence").glob("*.wav"))

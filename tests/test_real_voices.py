@@ -52,6 +52,7 @@ def test_evaluate_warns_about_folders_it_did_not_read(tmp_path, trained_teacher)
     assert "not read as clips: folders _odd_" in res.output
 
 
+@pytest.mark.slow
 def test_teacher_select_on_the_real_sample(tmp_path, tiny_dataset, mini_dataset):
     args = [*tiny_teacher_args(tiny_dataset, tmp_path, "s"), "--select-on", str(mini_dataset)]
     res = runner.invoke(app, args)
@@ -105,6 +106,7 @@ def _detect(*args) -> list[dict]:
     return _json(runner.invoke(app, ["detect", *map(str, args), "--json"]))
 
 
+@pytest.mark.slow
 def test_calibrate_stores_a_threshold_per_state_and_detect_uses_the_right_one(model_pt, tmp_path):
     neg = _noise_folder(tmp_path / "neg")
     out = tmp_path / "c.pt"
@@ -134,6 +136,7 @@ def test_a_threshold_calibrated_for_one_state_says_so_in_the_other(model_pt, tmp
     assert "calibrated for --state window only" in settings["threshold_from"]
 
 
+@pytest.mark.slow
 def test_calibrate_measures_false_rejects_on_real_keyword_clips(model_pt, tmp_path, mini_dataset):
     neg = _noise_folder(tmp_path / "neg", files=1, seconds=30)
     out = tmp_path / "r.pt"
@@ -182,6 +185,7 @@ def test_score_stream_counts_hits_misses_and_repeats_as_false_alarms():
     assert score.false_alarms_per_hour == 3.0
 
 
+@pytest.mark.slow
 def test_max_real_frr_lowers_the_threshold_and_measures_what_it_costs(
     model_pt, tmp_path, mini_dataset
 ):

@@ -79,6 +79,7 @@ def _metrics(run: Path) -> list[tuple]:
     ]
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_ends_like_an_uninterrupted_run(tiny_dataset, tmp_path):
     env = ENV
     whole = subprocess.run(
@@ -123,6 +124,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_at_any_moment_leaves_only_whole_files(tiny_dataset, tmp_path, point):
     run = tmp_path / "k"

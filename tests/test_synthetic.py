@@ -136,6 +136,7 @@ def test_keyword_clips_are_audible_and_differ_between_speakers(tiny):
     assert len({x.tobytes() for x in audio.values()}) == len(audio)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_worker_count(tiny, tmp_path):
     root, _, _ = tiny
     synthesize_dataset(tmp_path / "two", workers=2, **TINY)
@@ -209,6 +210,7 @@ def test_random_speakers_are_distinct_and_seeded():
     assert all(re.fullmatch(r"[0-9a-f]{8}", s.id) for s in speakers)
 
 
+@pytest.mark.slow
 def test_cli_synth_then_rerun_is_a_no_op_and_other_settings_refuse(tmp_path: Path) -> None:
     """`kws data synth` through the CLI: same settings again do nothing; different ones need
     --force, and --force never deletes a folder that is not a synthetic dataset."""
