@@ -16,7 +16,6 @@ from kwscli.config import ModelConfig
 from kwscli.metrics import (
     accuracy,
     au_fa_fr,
-    au_fa_fr_reference,
     count_macs,
     error_counts,
     fa_fr_curve,
@@ -25,6 +24,7 @@ from kwscli.metrics import (
     size_bytes,
 )
 from kwscli.models.crnn import CRNN
+from tests.reference import au_fa_fr_reference
 
 
 def pairwise_au_fa_fr(probs, labels) -> float:
