@@ -32,3 +32,4 @@ kws calibrate "$RUNS/teacher/model.pt" --negatives "$NEG" --fa-per-hour "$FA_PER
   --positives "$REAL" --out kwscli/assets/teacher.pt --force
 kws calibrate "$RUNS/student/model.fp16.pt" --negatives "$NEG" --fa-per-hour "$FA_PER_HOUR" \
   --positives "$REAL" --out kwscli/assets/student.pt --force
+python benchmarks/ship.py kwscli/assets/teacher.pt kwscli/assets/student.pt

@@ -128,3 +128,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if ckpt.kind not in KINDS:
         raise CheckpointError(f"{path}: unknown kind {ckpt.kind!r} (expected {', '.join(KINDS)})")
     return ckpt
+
+
+def without_machine_paths(info: Any, root: Path) -> Any:
+    """`info` with every absolute path made relative to `root` (the project) when inside it, else
+    cut to its last part: for checkpoints shipped to other machines."""
+    if isinstance(info, dict):
+        return {k: without_machine_paths(v, root) for k, v in info.items()}
+    if isinstance(info, list):
+        return [without_machine_paths(v, root) for v in info]
+    if isinstance(info, str) and Path(info).is_absolute():
+        path = Path(info)
+        return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+    return info

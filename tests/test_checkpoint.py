@@ -208,3 +208,35 @@ def test_exception_inside_atomic_write_keeps_old_file(tmp_path):
         raise RuntimeError("crash mid-write")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_shipped_checkpoints_name_no_path_of_the_machine_they_were_made_on():
+    """Every string in a bundled model's metadata is relative: none starts at a file-system root."""
+    from pathlib import Path
+
+    from kwscli.detect import BUNDLED
+
+    def strings(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list | tuple):
+            for v in x:
+                yield from strings(v)
+        elif isinstance(x, str):
+            yield x
+
+    files = sorted(BUNDLED.glob("*.pt"))
+    assert len(files) == 2
+    for f in files:
+        raw = torch.load(f, weights_only=True)
+        absolute = [s for s in strings({k: v for k, v in raw.items() if k != "state_dict"})
+                    if Path(s).is_absolute()]  # fmt: skip
+        assert absolute == [], f
+
+
+def test_without_machine_paths_keeps_what_is_inside_the_project_relative(tmp_path):
+    from kwscli.checkpoint import without_machine_paths
+
+    info = {"data": str(tmp_path / "data" / "s"), "t": [f"{tmp_path.parent}/x/m.pt", "runs/a"]}
+    assert without_machine_paths(info, tmp_path) == {"data": "data/s", "t": ["m.pt", "runs/a"]}
