@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kwscli.audio import SAMPLE_RATE
+from kwscli.data import tts as espeak_ng
+from kwscli.data.tts import resample_to_16k as resample
 from kwscli.errors import ConfigError, KwsError
 
 ENGINES = ("espeak", "hibari", "piper", "flite")
@@ -58,10 +59,8 @@ class Speaker:
     @property
     def id(self) -> str:
         """8 hex digits, like the real dataset's speaker hashes (espeak's ids as before)."""
-        from kwscli.data.tts import speaker_id
-
         engine = () if self.engine == "espeak" else (self.engine,)
-        return speaker_id(*engine, self.voice, *self.style)
+        return espeak_ng.speaker_id(*engine, self.voice, *self.style)
 
 
 # ---------------------------------------------------------------- phonemes
@@ -126,7 +125,9 @@ class Engine:
     def voice_names(self) -> list[str]:
         raise NotImplementedError
 
-    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
+        """`count` distinct speakers drawn from `seed`; `stream` (the engine's place among those
+        asked for) keeps two engines' draws apart."""
         raise NotImplementedError
 
     def phonemes(self, word: str, voice: str) -> str:
@@ -160,36 +161,31 @@ class EspeakEngine(Engine):
     def voice_names(self) -> list[str]:
         return ["en-us"]  # one pronunciation check stands for the accents (they share rules)
 
-    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
-        from kwscli.data.tts import random_speakers
-
-        seed = int(rng.integers(2**31))
-        return [
+    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
+        return [  # the same espeak speakers as before engines existed: `stream` unused
             Speaker("espeak", s.voice, (s.rate, s.pitch, s.pitch_range))
-            for s in random_speakers(count, seed)
+            for s in espeak_ng.random_speakers(count, seed)
         ]
 
     def phonemes(self, word: str, voice: str) -> str:
-        from kwscli.data.tts import text_to_ipa
-
-        return text_to_ipa(word, voice)
+        return espeak_ng.text_to_ipa(word, voice)
 
     def open(self) -> Session:
         return _EspeakSession()
 
     def describe(self) -> dict:
-        from kwscli.data.tts import ACCENTS, Espeak, english_variants
-
-        with Espeak() as tts:
+        with espeak_ng.Espeak() as tts:
             version = tts.version
-        return {"version": version, "accents": list(ACCENTS), "variants": english_variants()}
+        return {
+            "version": version,
+            "accents": list(espeak_ng.ACCENTS),
+            "variants": espeak_ng.english_variants(),
+        }
 
 
 class _EspeakSession(Session):
     def __enter__(self) -> Session:
-        from kwscli.data.tts import Espeak
-
-        self._ctx = Espeak()
+        self._ctx = espeak_ng.Espeak()
         self._tts = self._ctx.__enter__()
         return self
 
@@ -227,7 +223,8 @@ class HibariEngine(Engine):
     def voice_names(self) -> list[str]:
         return self.voices
 
-    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
+        rng = np.random.default_rng([seed, 5, stream])
         out: dict[str, Speaker] = {}
         while len(out) < count:
             # formant factors on a 1/60 grid: 24 kHz x factor stays a multiple of 400 Hz, so
@@ -309,7 +306,8 @@ class PiperEngine(Engine):
     def voice_names(self) -> list[str]:
         return [str(f) for f in self.files]
 
-    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
+        rng = np.random.default_rng([seed, 5, stream])
         out: dict[str, Speaker] = {}
         while len(out) < count:
             voice = self.voice_names()[int(rng.integers(len(self.files)))]
@@ -455,7 +453,8 @@ class FliteEngine(Engine):
     def voice_names(self) -> list[str]:
         return self.voices
 
-    def speakers(self, count: int, rng: np.random.Generator) -> list[Speaker]:
+    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
+        rng = np.random.default_rng([seed, 5, stream])
         out: dict[str, Speaker] = {}
         while len(out) < count:
             voice = self.voices[int(rng.integers(len(self.voices)))]
@@ -542,9 +541,7 @@ def load_engines(names: Sequence[str], piper_voices: Sequence[str | Path] = ()) 
     made: list[Engine] = []
     for name in names:
         if name == "espeak":
-            from kwscli.data.tts import check_espeak
-
-            check_espeak()
+            espeak_ng.check_espeak()
             made.append(EspeakEngine())
         elif name == "hibari":
             made.append(HibariEngine())
@@ -553,10 +550,3 @@ def load_engines(names: Sequence[str], piper_voices: Sequence[str | Path] = ()) 
         else:
             made.append(PiperEngine(piper_voices))
     return made
-
-
-def resample(audio: np.ndarray, orig_sr: int) -> np.ndarray:
-    """To 16 kHz with audio.resample's windowed sinc (kernels cached per rate)."""
-    from kwscli.data.tts import resample_to_16k
-
-    return resample_to_16k(audio, orig_sr) if orig_sr != SAMPLE_RATE else audio

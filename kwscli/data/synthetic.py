@@ -241,14 +241,7 @@ def _cast(
         n = counts[engine.name]
         if n == 0:
             continue
-        count = math.ceil(n / cps)
-        if engine.name == "espeak":  # the same espeak speakers as before engines existed
-            cast = [
-                Speaker("espeak", s.voice, (s.rate, s.pitch, s.pitch_range))
-                for s in random_speakers(count, seed)
-            ]
-        else:
-            cast = engine.speakers(count, np.random.default_rng([seed, 5, i]))
+        cast = engine.speakers(math.ceil(n / cps), seed, i)
         everyone += cast
         of_clip += [cast[k // cps] for k in range(n)]
     return of_clip, everyone

@@ -242,6 +242,8 @@ def synthesize(
 
 def resample_to_16k(audio: np.ndarray, orig_sr: int) -> np.ndarray:
     """Float32 audio at `orig_sr` to SAMPLE_RATE (windowed sinc, one kernel per rate)."""
+    if orig_sr == SAMPLE_RATE:
+        return audio
     return _resample(np.ascontiguousarray(audio, np.float32), orig_sr)
 
 
