@@ -4,7 +4,7 @@ Every clip, negatives included, comes from the same engines, so a model cannot l
 instead of the keyword. The layout, names and split lists copy Google Speech Commands, so the
 reader of the real dataset reads this one unchanged.
 
-Speech comes from `kwscli.data.engines` (espeak-ng always; hibari-tts and Piper voices when asked):
+Speech comes from `kwscli.data.engines` (espeak-ng by default; hibari, flite, Piper when asked):
 each engine gets its own speakers, and every speaker says keyword, confusable and other words.
 Clips then get acoustic variety (`kwscli.data.acoustics`: speed, EQ, band-limits, rooms) and noise
 at a random SNR; a share are noise or near-silence only (the `silence` folder), the largest source
