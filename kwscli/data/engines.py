@@ -128,6 +128,15 @@ class Engine:
     def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
         """`count` distinct speakers drawn from `seed`; `stream` (the engine's place among those
         asked for) keeps two engines' draws apart."""
+        rng = np.random.default_rng([seed, 5, stream])
+        out: dict[str, Speaker] = {}
+        while len(out) < count:
+            s = self.draw_speaker(rng)
+            out.setdefault(s.id, s)
+        return list(out.values())
+
+    def draw_speaker(self, rng: np.random.Generator) -> Speaker:
+        """One random speaker of this engine (a voice and a style)."""
         raise NotImplementedError
 
     def phonemes(self, word: str, voice: str) -> str:
@@ -223,21 +232,16 @@ class HibariEngine(Engine):
     def voice_names(self) -> list[str]:
         return self.voices
 
-    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
-        rng = np.random.default_rng([seed, 5, stream])
-        out: dict[str, Speaker] = {}
-        while len(out) < count:
-            # formant factors on a 1/60 grid: 24 kHz x factor stays a multiple of 400 Hz, so
-            # the resample to 16 kHz has a small kernel
-            formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 60) / 60
-            style = (
-                round(float(rng.uniform(*HIBARI_SPEED)), 3),
-                round(float(rng.uniform(*HIBARI_PITCH)), 3),
-                round(formant, 4),
-            )
-            s = Speaker("hibari", self.voices[int(rng.integers(len(self.voices)))], style)
-            out.setdefault(s.id, s)
-        return list(out.values())
+    def draw_speaker(self, rng: np.random.Generator) -> Speaker:
+        # formant factors on a 1/60 grid: 24 kHz x factor stays a multiple of 400 Hz, so the
+        # resample to 16 kHz has a small kernel
+        formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 60) / 60
+        style = (
+            round(float(rng.uniform(*HIBARI_SPEED)), 3),
+            round(float(rng.uniform(*HIBARI_PITCH)), 3),
+            round(formant, 4),
+        )
+        return Speaker("hibari", self.voices[int(rng.integers(len(self.voices)))], style)
 
     def phonemes(self, word: str, voice: str) -> str:
         return " ".join(_hibari(voice).phonemize(word))
@@ -306,21 +310,16 @@ class PiperEngine(Engine):
     def voice_names(self) -> list[str]:
         return [str(f) for f in self.files]
 
-    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
-        rng = np.random.default_rng([seed, 5, stream])
-        out: dict[str, Speaker] = {}
-        while len(out) < count:
-            voice = self.voice_names()[int(rng.integers(len(self.files)))]
-            n = max(1, int(self.configs[voice]["num_speakers"]))
-            style = (
-                float(rng.integers(n)),
-                round(float(rng.uniform(*PIPER_LENGTH)), 3),
-                round(float(rng.uniform(*PIPER_NOISE)), 3),
-                round(float(rng.uniform(*PIPER_NOISE_W)), 3),
-            )
-            s = Speaker("piper", voice, style)
-            out.setdefault(s.id, s)
-        return list(out.values())
+    def draw_speaker(self, rng: np.random.Generator) -> Speaker:
+        voice = self.voice_names()[int(rng.integers(len(self.files)))]
+        n = max(1, int(self.configs[voice]["num_speakers"]))
+        style = (
+            float(rng.integers(n)),
+            round(float(rng.uniform(*PIPER_LENGTH)), 3),
+            round(float(rng.uniform(*PIPER_NOISE)), 3),
+            round(float(rng.uniform(*PIPER_NOISE_W)), 3),
+        )
+        return Speaker("piper", voice, style)
 
     def phonemes(self, word: str, voice: str) -> str:
         return " ".join("".join(p) for p in _piper(voice).phonemize(word))
@@ -453,20 +452,15 @@ class FliteEngine(Engine):
     def voice_names(self) -> list[str]:
         return self.voices
 
-    def speakers(self, count: int, seed: int, stream: int) -> list[Speaker]:
-        rng = np.random.default_rng([seed, 5, stream])
-        out: dict[str, Speaker] = {}
-        while len(out) < count:
-            voice = self.voices[int(rng.integers(len(self.voices)))]
-            formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 40) / 40  # 400 Hz grid at 16k
-            style = (
-                round(float(rng.uniform(*FLITE_STRETCH)), 3),
-                round(FLITE_VOICES[voice] * float(rng.uniform(*FLITE_PITCH)), 1),
-                round(formant, 4),
-            )
-            s = Speaker("flite", voice, style)
-            out.setdefault(s.id, s)
-        return list(out.values())
+    def draw_speaker(self, rng: np.random.Generator) -> Speaker:
+        voice = self.voices[int(rng.integers(len(self.voices)))]
+        formant = round(float(rng.uniform(*HIBARI_FORMANT)) * 40) / 40  # 400 Hz grid at 16k
+        style = (
+            round(float(rng.uniform(*FLITE_STRETCH)), 3),
+            round(FLITE_VOICES[voice] * float(rng.uniform(*FLITE_PITCH)), 1),
+            round(formant, 4),
+        )
+        return Speaker("flite", voice, style)
 
     def phonemes(self, word: str, voice: str) -> str:
         import subprocess
