@@ -59,21 +59,23 @@ class FeatureConfig(_Strict):
         return int(round(self.sample_rate * seconds)) // self.hop_length + 1
 
 
-Positive = Annotated[int, Field(ge=1)]
+Positive = Annotated[int, Field(ge=1, le=1000)]
 
 
 class ModelConfig(_Strict):
     """The CRNN (SPEC §2): teacher and students are configurations of the same class."""
 
-    cnn_out_channels: int = Field(8, ge=1, description="Conv output channels.")
+    # upper bounds keep a typo (or a doctored checkpoint) from asking for gigabytes: the
+    # largest allowed shape is still ~100x the course teacher
+    cnn_out_channels: int = Field(8, ge=1, le=512, description="Conv output channels.")
     kernel_size: tuple[Positive, Positive] = Field((5, 20), description="Conv kernel (freq, time).")
     stride: tuple[Positive, Positive] = Field((2, 8), description="Conv stride (freq, time).")
-    hidden_size: int = Field(64, ge=1, description="GRU hidden size.")
-    gru_num_layers: int = Field(2, ge=1, description="Stacked GRU layers.")
+    hidden_size: int = Field(64, ge=1, le=2048, description="GRU hidden size.")
+    gru_num_layers: int = Field(2, ge=1, le=8, description="Stacked GRU layers.")
     bidirectional: bool = Field(
         False, description="Bidirectional GRU (streams in window mode only, not with carry)."
     )
-    num_classes: int = Field(2, ge=2, description="Output classes: 2 = keyword vs rest.")
+    num_classes: int = Field(2, ge=2, le=1000, description="Output classes: 2 = keyword vs rest.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout between GRU layers.")
 
 
