@@ -1,30 +1,22 @@
-"""Audio constants, wav I/O (soundfile) and the log-mel front end shared by training and detection.
+"""Audio files: reading any format as float32 mono (soundfile), resampling, atomic wav writes.
 
 torchaudio 2.9+ has no audio I/O of its own, so every read and write goes through soundfile;
-torchaudio is used for transforms only (resampling, MelSpectrogram).
+torchaudio is used for resampling only. The log-mel front end is kwscli/models/frontend.py.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
+from kwscli.config import SAMPLE_RATE, FeatureConfig
 from kwscli.errors import AudioError
 from kwscli.files import atomic_write
 
-if TYPE_CHECKING:
-    import torch
-
-SAMPLE_RATE = 16_000
-CLIP_SECONDS = 1.0
-CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
-LOG_FLOOR = 1e-9  # log(clamp(x, 1e-9, 1e9)) as in the course
-LOG_FLOOR_LOG = math.log(LOG_FLOOR)  # the log-mel value of digital silence
+CLIP_SAMPLES = FeatureConfig().clip_samples
 
 
 def load_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -78,43 +70,6 @@ def fit_clip(audio: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
     if len(audio) >= length:
         return audio[:length]
     return np.pad(audio, (0, length - len(audio)))
-
-
-def mel_power(waveform: torch.Tensor, features) -> torch.Tensor:
-    """Mel power spectrogram (B, n_mels, T) of waveforms (B, samples)."""
-    return _mel_transform(features, waveform.device)(waveform)
-
-
-def log_mel(waveform: torch.Tensor, features) -> torch.Tensor:
-    """log(clamp(MelSpectrogram(x), 1e-9, 1e9)): the model's input, (B, n_mels, T)."""
-    import torch
-
-    return torch.log(mel_power(waveform, features).clamp(LOG_FLOOR, 1e9))
-
-
-_MEL_CACHE: dict = {}
-
-
-def _mel_transform(features, device):
-    import torchaudio
-
-    key = (
-        features.sample_rate,
-        features.n_fft,
-        features.win_length,
-        features.hop_length,
-        features.n_mels,
-        str(device),
-    )
-    if key not in _MEL_CACHE:
-        _MEL_CACHE[key] = torchaudio.transforms.MelSpectrogram(
-            sample_rate=features.sample_rate,
-            n_fft=features.n_fft,
-            win_length=features.win_length,
-            hop_length=features.hop_length,
-            n_mels=features.n_mels,
-        ).to(device)
-    return _MEL_CACHE[key]
 
 
 def _short(exc: Exception) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 from kwscli.checkpoint import load_checkpoint, save_checkpoint
 from kwscli.detect import REFRACTORY_S, check_state, detect_file, find_detections, make_detector
 from kwscli.errors import ConfigError, DataError, KwsError
+from kwscli.metrics import DEFAULT_THRESHOLD
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
@@ -61,7 +62,8 @@ def threshold_grid() -> np.ndarray:
     below 0.5: there the model itself says "not the keyword", and negatives that never fire
     (a quiet hour, a state mode that settles low) would otherwise pull the threshold down to
     where real speech fires."""
-    return np.unique(np.concatenate([np.linspace(0.5, 0.95, 46), 1 - np.logspace(-7, -1.3, 120)]))
+    low = np.linspace(DEFAULT_THRESHOLD, 0.95, 46)
+    return np.unique(np.concatenate([low, 1 - np.logspace(-7, -1.3, 120)]))
 
 
 def calibrate(
@@ -152,7 +154,7 @@ def calibrate(
 def _negative_traces(files: list[Path], detector, negatives) -> tuple[list, list[str], float]:
     traces, skipped, seconds = [], [], 0.0
     for f in files:
-        r = detect_file(f, detector, threshold=0.5, keep_trace=True)
+        r = detect_file(f, detector, threshold=DEFAULT_THRESHOLD, keep_trace=True)
         if r.error:
             skipped.append(r.error)
             continue

@@ -21,6 +21,8 @@ from pydantic import (
 
 from kwscli.errors import ConfigError
 
+SAMPLE_RATE = 16_000  # Hz: Speech Commands' rate, the default of every model
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -29,7 +31,7 @@ class _Strict(BaseModel):
 class FeatureConfig(_Strict):
     """Log-mel front end (SPEC §2). A checkpoint carries it, so detection matches training."""
 
-    sample_rate: int = Field(16_000, gt=0, le=384_000, description="Audio sample rate in Hz.")
+    sample_rate: int = Field(SAMPLE_RATE, gt=0, le=384_000, description="Audio sample rate in Hz.")
     n_fft: int = Field(400, gt=0, le=65_536, description="FFT size in samples.")
     win_length: int = Field(400, gt=0, le=65_536, description="Window length in samples.")
     hop_length: int = Field(
@@ -202,11 +204,37 @@ class RunConfig(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- shapes (the one copy)
+
+
+def conv_steps(length: int, kernel: int, stride: int) -> int:
+    """Outputs of an unpadded conv along one axis of `length` inputs (none when it is shorter
+    than the kernel): (length - kernel) // stride + 1."""
+    return 0 if length < kernel else (length - kernel) // stride + 1
+
+
+def conv_span(steps: int, kernel: int, stride: int) -> int:
+    """Inputs that `steps` consecutive conv outputs read: (steps - 1) * stride + kernel."""
+    return (steps - 1) * stride + kernel
+
+
+def conv_centre(step, kernel: int, stride: int):
+    """The input position (fractional) at the centre of conv output `step`'s receptive field:
+    step * stride + (kernel - 1) / 2. Works on ints, numpy arrays and tensors."""
+    return step * stride + (kernel - 1) / 2
+
+
 def conv_output_shape(model: ModelConfig, features: FeatureConfig, frames: int) -> tuple[int, int]:
-    """(freq, time) after the unpadded conv: (size - kernel) // stride + 1 on each axis."""
-    f = (features.n_mels - model.kernel_size[0]) // model.stride[0] + 1
-    t = (frames - model.kernel_size[1]) // model.stride[1] + 1
-    return f, t
+    """(freq, time) after the unpadded conv for `frames` log-mel frames."""
+    return (
+        conv_steps(features.n_mels, model.kernel_size[0], model.stride[0]),
+        conv_steps(frames, model.kernel_size[1], model.stride[1]),
+    )
+
+
+def conv_width(model: ModelConfig, n_mels: int) -> int:
+    """Features per conv time step, the GRU's input size: channels × conv output rows."""
+    return model.cnn_out_channels * conv_steps(n_mels, model.kernel_size[0], model.stride[0])
 
 
 def check_model_fits(model: ModelConfig, features: FeatureConfig) -> None:

@@ -20,11 +20,11 @@ from kwscli.audio import check_finite, write_wav
 from kwscli.checkpoint import Checkpoint
 from kwscli.errors import AudioError, ConfigError, KwsError
 from kwscli.inference import build_model
+from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
 
 BLOCK_SECONDS = 30.0
 REFRACTORY_S = 1.0
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwscli.config import LOSSES
+from kwscli.config import LOSSES, conv_centre
 
 
 class MSELogits(nn.Module):
@@ -101,8 +101,8 @@ def resample_attention(
     """Map attention weights (B, L_src) from one conv's time axis onto another's (B, length)."""
     k_src, s_src = src
     k_dst, s_dst = dst
-    src_c = torch.arange(a.shape[1], dtype=a.dtype, device=a.device) * s_src + (k_src - 1) / 2
-    dst_c = torch.arange(length, dtype=a.dtype, device=a.device) * s_dst + (k_dst - 1) / 2
+    src_c = conv_centre(torch.arange(a.shape[1], dtype=a.dtype, device=a.device), k_src, s_src)
+    dst_c = conv_centre(torch.arange(length, dtype=a.dtype, device=a.device), k_dst, s_dst)
     pos = ((dst_c - src_c[0]) / s_src).clamp(0, a.shape[1] - 1)  # fractional source index
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=a.shape[1] - 1)

@@ -23,7 +23,7 @@ from kwscli.config import TrainConfig
 from kwscli.errors import Interrupted, KwsError
 from kwscli.files import atomic_torch_save, write_json
 from kwscli.inference import predict
-from kwscli.metrics import au_fa_fr, recall_at_far, roc_auc
+from kwscli.metrics import accuracy, au_fa_fr, recall_at_far, roc_auc
 
 Criterion = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 BEST, LAST, HISTORY = "model.pt", "last.pt", "history.json"
@@ -267,7 +267,7 @@ class _Loop:
             train_loss=train_loss,
             val_loss=val_loss,
             val_au_fa_fr=au_fa_fr(probs, labels),
-            val_accuracy=float(((probs >= 0.5) == (labels == 1)).mean()),
+            val_accuracy=accuracy(probs, labels),
             seconds=0.0,
             val_roc_auc=roc_auc(probs, labels) if 0 < labels.sum() < len(labels) else None,
         )

@@ -11,79 +11,49 @@ It computes exactly what `kws detect --state window` computes, step for step.
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from kwscli.audio import LOG_FLOOR_LOG
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.errors import KwsError
 from kwscli.inference import build_model
-from kwscli.models.crnn import AttentionPooling
-from kwscli.models.streaming import frames_log_mel, mel_constants
+from kwscli.models.crnn import keyword_probability
+from kwscli.models.frontend import LogMel
+from kwscli.models.streaming import ConvFrames, StreamGeometry, take_windows
 
 
 class StreamingKWS(nn.Module):
-    """TorchScript-able twin of `StreamingDetector` (window mode) with its own log-mel."""
+    """TorchScript-able `StreamingDetector` in window mode: the same frame buffer (`ConvFrames`),
+    the same windows (`take_windows`), the model's own conv and `classify`."""
 
     def __init__(self, ckpt: Checkpoint) -> None:
-
         super().__init__()
-        model = build_model(ckpt).float()
-        f, c = ckpt.features, ckpt.model
-        self.n_fft, self.hop, self.n_mels = f.n_fft, f.hop_length, f.n_mels
-        self.kernel_t, self.stride_t = c.kernel_size[1], c.stride[1]
-        self.window = (f.clip_frames - self.kernel_t) // self.stride_t + 1
-        self.window_frames = (self.window - 1) * self.stride_t + self.kernel_t
-        self.conv = model.conv
-        self.gru = model.gru
-        self.attention: AttentionPooling = model.attention
-        self.classifier = model.classifier
-        window, fb = mel_constants(f)
-        self.register_buffer("stft_window", window)
-        self.register_buffer("mel_fb", fb)  # (freqs, n_mels)
-        self.log_floor = LOG_FLOOR_LOG
-        width = model.gru.input_size
-        self.register_buffer("pending", torch.zeros(0))
-        self.register_buffer("frames", torch.zeros(f.n_mels, 0))
-        self.register_buffer("history", torch.zeros(0, width))
+        self.model = build_model(ckpt).float()
+        g = StreamGeometry.of(ckpt.model, ckpt.features)
+        self.window = g.window
+        self.conv_frames = ConvFrames(ckpt.features, g.kernel, g.stride, g.prefix_frames)
+        self.register_buffer("history", torch.zeros(0, self.model.gru.input_size))
         self.requires_grad_(False)  # inference only: outputs need no autograd graph
         self.reset()
 
     @torch.jit.export
     def reset(self) -> None:
-        self.pending = torch.zeros(0)
-        self.frames = torch.full((self.n_mels, self.window_frames - self.stride_t), self.log_floor)
+        self.conv_frames.reset()
         self.history = torch.zeros(0, self.history.shape[1])
 
     def forward(self, chunk: torch.Tensor) -> torch.Tensor:
-        buf = torch.cat([self.pending, chunk.float()])
-        n = 0 if buf.shape[0] < self.n_fft else (buf.shape[0] - self.n_fft) // self.hop + 1
-        if n > 0:
-            samples = buf[: (n - 1) * self.hop + self.n_fft]
-            new = frames_log_mel(samples, self.stft_window, self.mel_fb, self.n_fft, self.hop)
-            self.frames = torch.cat([self.frames, new], dim=1)
-            buf = buf[n * self.hop :]
-        self.pending = buf
-        total = self.frames.shape[1]
-        steps = 0 if total < self.kernel_t else (total - self.kernel_t) // self.stride_t + 1
-        if steps == 0:
+        used = self.conv_frames(chunk)
+        if used.shape[1] == 0:
             return torch.zeros(0)
-        used = self.frames[:, : (steps - 1) * self.stride_t + self.kernel_t]
-        self.frames = self.frames[:, steps * self.stride_t :]
-        conv = self.conv(used[None, None]).transpose(1, 2)[0]  # (steps, C*F')
-        hist = torch.cat([self.history, conv])
-        keep = self.window - 1
-        self.history = hist[max(0, hist.shape[0] - keep) :] if keep > 0 else hist[:0]
-        if hist.shape[0] < self.window:
+        conv = self.model.encode(used[None])[0]  # (steps, C*F')
+        windows, self.history = take_windows(self.history, conv, self.window)
+        if windows.shape[0] == 0:
             return torch.zeros(0)  # the silence prefix: no full window yet
-        windows = hist.unfold(0, self.window, 1).transpose(1, 2)  # (k, window, C*F')
-        out, _ = self.gru(windows)
-        pooled, _ = self.attention(out)
-        return torch.softmax(self.classifier(pooled), dim=-1)[:, 1]
+        logits, _, _ = self.model.classify(windows)
+        return keyword_probability(logits)
 
 
 def export_torchscript(
@@ -100,8 +70,6 @@ def export_torchscript(
         )
     out = Path(out) if out else Path(path).with_suffix(".streaming.ts")
     check_output(out, force)
-    import warnings
-
     # TorchScript is deprecated upstream, yet it is still the one format that carries a stateful
     # streaming module loadable with torch alone
     with warnings.catch_warnings(), atomic_write(out) as tmp:
@@ -113,36 +81,20 @@ def export_torchscript(
 class WindowScorer(nn.Module):
     """ONNX-exportable: the last `window_samples` of 16 kHz audio in, P(keyword) out, for a batch
     of windows. An ONNX graph holds no state, so the caller keeps the stream: a ring buffer of the
-    last window, scored every `step_samples` (80 ms for the teacher). The STFT is a matmul with a
-    windowed DFT basis (ONNX export has no rfft); results equal `kws detect --state window`."""
+    last window, scored every `step_samples` (80 ms for the teacher). The front end is `LogMel`
+    with its DFT-matmul power (ONNX export has no complex STFT); results equal `kws detect
+    --state window`."""
 
     def __init__(self, ckpt: Checkpoint) -> None:
         super().__init__()
-        model = build_model(ckpt).float()
-        f, c = ckpt.features, ckpt.model
-        self.n_fft, self.hop = f.n_fft, f.hop_length
-        window_steps = (f.clip_frames - c.kernel_size[1]) // c.stride[1] + 1
-        frames = (window_steps - 1) * c.stride[1] + c.kernel_size[1]
-        self.window_samples = (frames - 1) * f.hop_length + f.n_fft
-        self.step_samples = c.stride[1] * f.hop_length
-        self.conv, self.gru = model.conv, model.gru
-        self.attention, self.classifier = model.attention, model.classifier
-        window, fb = mel_constants(f)
-        k = torch.arange(f.n_fft, dtype=torch.float64)[:, None]
-        angle = 2 * math.pi * k * torch.arange(f.n_fft // 2 + 1, dtype=torch.float64) / f.n_fft
-        self.register_buffer("dft_cos", (torch.cos(angle) * window[:, None]).float())
-        self.register_buffer("dft_sin", (torch.sin(angle) * window[:, None]).float())
-        self.register_buffer("mel_fb", fb)
+        self.model = build_model(ckpt).float()
+        g = StreamGeometry.of(ckpt.model, ckpt.features)
+        self.window_samples, self.step_samples = g.window_samples, g.step_samples
+        self.logmel = LogMel(ckpt.features, dft=True)
         self.requires_grad_(False)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = audio.unfold(1, self.n_fft, self.hop)  # (B, n, n_fft)
-        power = (frames @ self.dft_cos).pow(2) + (frames @ self.dft_sin).pow(2)  # (B, n, freqs)
-        logmel = torch.log((power @ self.mel_fb).clamp(1e-9, 1e9)).transpose(1, 2)
-        x = self.conv(logmel.unsqueeze(1)).transpose(1, 2)  # (B, steps, C*F')
-        h, _ = self.gru(x)
-        pooled, _ = self.attention(h)
-        return torch.softmax(self.classifier(pooled), dim=-1)[:, 1]
+        return keyword_probability(self.model(self.logmel(audio)))  # (windows,)
 
 
 def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:

@@ -22,7 +22,13 @@ from torch import nn
 
 from kwscli.checkpoint import Checkpoint
 from kwscli.errors import CheckpointError
-from kwscli.models.crnn import CRNN, HalfPrecision, input_device, input_dtype
+from kwscli.models.crnn import (
+    CRNN,
+    HalfPrecision,
+    input_device,
+    input_dtype,
+    keyword_probability,
+)
 
 INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
 CONV_MODES = ("float", "int8", "fp16")
@@ -144,8 +150,8 @@ def float_equivalent(ckpt: Checkpoint) -> nn.Module:
 
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:
-    """P(keyword), softmax in float32 then float64 for the metric."""
-    return torch.softmax(logits.float(), dim=-1)[:, 1].double().numpy()
+    """P(keyword) as float64 numpy, for the metrics."""
+    return keyword_probability(logits).double().numpy()
 
 
 def predict(

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# P(keyword) at which a model says "keyword" when no calibrated threshold is known: the two-class
+# softmax's own decision boundary. Calibration never goes below it.
+DEFAULT_THRESHOLD = 0.5
+
 
 def error_counts(probs, labels, thresholds) -> tuple[np.ndarray, np.ndarray]:
     """False alarms #(p ≥ t, label 0) and false rejects #(p < t, label 1) at each threshold,
@@ -98,7 +102,7 @@ def recall_at_far(probs, labels, target_far: float) -> float:
     return 1.0 - frr_at_far(probs, labels, target_far).frr
 
 
-def accuracy(probs, labels, threshold: float = 0.5) -> float:
+def accuracy(probs, labels, threshold: float = DEFAULT_THRESHOLD) -> float:
     p = np.asarray(probs).ravel()
     y = np.asarray(labels).ravel().astype(bool)
     return float(np.mean((p >= threshold) == y))

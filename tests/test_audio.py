@@ -9,9 +9,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from kwscli.audio import fit_clip, load_wav, log_mel, write_wav
+from kwscli.audio import fit_clip, load_wav, write_wav
 from kwscli.config import FeatureConfig
 from kwscli.errors import AudioError
+from kwscli.models.frontend import log_mel
 
 SR = 16_000
 

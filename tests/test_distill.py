@@ -128,8 +128,8 @@ def test_attention_distillation_pulls_student_attention_toward_teacher():
 
     def gap():
         with torch.no_grad():
-            _, a_t = teacher(x, return_attention=True)
-            _, a_s = student(x, return_attention=True)
+            _, a_t, _ = teacher.outputs(x)
+            _, a_s, _ = student.outputs(x)
         return att(a_s, a_t).item()
 
     before = gap()

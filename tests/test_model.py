@@ -48,7 +48,7 @@ def test_attention_weights_sum_to_one_over_time():
     model = CRNN(ModelConfig(), 40).eval()
     x = torch.randn(4, 40, 101)
     with torch.no_grad():
-        logits, weights = model(x, return_attention=True)
+        logits, weights, _ = model.outputs(x)
         plain = model(x)
     steps = (101 - 20) // 8 + 1
     assert weights.shape == (4, steps)

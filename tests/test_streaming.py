@@ -8,7 +8,8 @@ import torch
 
 from kwscli.config import FeatureConfig, ModelConfig
 from kwscli.models.crnn import CRNN
-from kwscli.models.streaming import LogMelStream, StreamingDetector
+from kwscli.models.frontend import LogMel
+from kwscli.models.streaming import StreamingDetector
 
 FEATURES = FeatureConfig()
 SHAPES = [
@@ -40,7 +41,7 @@ def _stream(detector, audio, chunks):
 
 def _offline_frames(detector, audio) -> torch.Tensor:
     """Silence prefix + every frame of the audio, computed in one go."""
-    frames = LogMelStream(FEATURES)(torch.from_numpy(audio))
+    frames = LogMel(FEATURES)(torch.from_numpy(audio))
     prefix = torch.full(
         (FEATURES.n_mels, detector.window_frames - detector.stride_t), float(np.log(1e-9))
     )
@@ -55,7 +56,7 @@ def test_window_mode_equals_the_offline_model_on_each_window(config):
     audio = _audio(2.7)
     frames = _offline_frames(det, audio)
     expected = []
-    last = (frames.shape[1] - det.kernel_t) // det.stride_t
+    last = (frames.shape[1] - det.geometry.kernel) // det.stride_t
     for j in range(det.window - 1, last + 1):
         start = (j - det.window + 1) * det.stride_t
         window = frames[:, start : start + det.window_frames]
@@ -114,5 +115,5 @@ def test_memory_stays_bounded_on_a_long_stream():
     chunk = _audio(1.0)
     for _ in range(60):
         det.process(chunk)
-    assert det.frames.shape[1] < det.kernel_t + det.stride_t
+    assert det.conv_frames.frames.shape[1] < det.geometry.kernel + det.stride_t
     assert len(det.history) < det.window and len(det.gru_out) < det.window

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kwscli.audio import LOG_FLOOR, LOG_FLOOR_LOG
+from kwscli.models.frontend import LOG_FLOOR_LOG, mel_power, to_log
 
 GAUSSIAN_STD = 0.01
 GAIN = 0.25
@@ -66,11 +66,6 @@ def to_power(logmel: torch.Tensor) -> torch.Tensor:
     return torch.where(logmel <= LOG_FLOOR_LOG, torch.zeros_like(logmel), logmel.exp())
 
 
-def to_log(power: torch.Tensor) -> torch.Tensor:
-    """Back to log-mel, clamped to the cache's range."""
-    return torch.log(power.clamp(LOG_FLOOR, 1e9))
-
-
 def spec_augment(
     x: torch.Tensor, gen: torch.Generator, freq_param: int, time_param: int, fill: float
 ) -> torch.Tensor:
@@ -90,8 +85,6 @@ def spec_augment(
 
 def white_noise_bank(features, count: int = 64, seed: int = 1234) -> torch.Tensor:
     """Mel power of `count` unit-variance white-noise clips (scaled by std² when mixed)."""
-    from kwscli.audio import mel_power
-
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(count, features.clip_samples, generator=gen)
     with torch.no_grad():

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kwscli.audio import fit_clip, load_wav, log_mel, mel_power
+from kwscli.audio import fit_clip, load_wav
 from kwscli.config import FeatureConfig
 from kwscli.data.speech_commands import DatasetIndex
 from kwscli.errors import AudioError, DataError, KwsError
 from kwscli.files import atomic_torch_save
+from kwscli.models.frontend import log_mel, mel_power
 
 CACHE_VERSION = 1
 NOISE_CROPS = 512  # 1-s crops of _background_noise_ kept as mel power for augmentation

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kwscli.config import ModelConfig
+from kwscli.config import ModelConfig, conv_width
 
 
 class AttentionPooling(nn.Module):
@@ -34,9 +34,8 @@ class CRNN(nn.Module):
             nn.Conv2d(1, c.cnn_out_channels, kernel_size=c.kernel_size, stride=c.stride),
             nn.Flatten(start_dim=1, end_dim=2),
         )
-        conv_freq = (n_mels - c.kernel_size[0]) // c.stride[0] + 1
         self.gru = nn.GRU(
-            input_size=c.cnn_out_channels * conv_freq,
+            input_size=conv_width(c, n_mels),
             hidden_size=c.hidden_size,
             num_layers=c.gru_num_layers,
             batch_first=True,
@@ -52,16 +51,25 @@ class CRNN(nn.Module):
         x = self.conv(x.unsqueeze(1))  # (B, C·F', T')
         return x.transpose(1, 2)  # (B, T', C·F')
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
-        logits, weights, _ = self.outputs(x)
-        return (logits, weights) if return_attention else logits
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outputs(x)[0]
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, classes), attention weights (B, T') and the pooled embedding (B, H) that
         the classifier reads: what distillation can compare between teacher and student."""
-        h, _ = self.gru(self.encode(x))  # (B, T', H)
+        return self.classify(self.encode(x))
+
+    def classify(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """GRU (from a zero state) → attention → classifier over conv sequences (B, T', C·F'):
+        the part of `outputs` after the conv, which streaming runs on windows of conv steps."""
+        h, _ = self.gru(seq)  # (B, T', H)
         pooled, weights = self.attention(h)  # (B, H), (B, T')
         return self.classifier(pooled), weights, pooled
+
+
+def keyword_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(keyword): the softmax's class 1, computed in float32 whatever the model's dtype."""
+    return torch.softmax(logits.float(), dim=-1)[..., 1]
 
 
 class HalfPrecision(nn.Module):

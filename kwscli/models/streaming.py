@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from kwscli.audio import LOG_FLOOR_LOG
-from kwscli.config import FeatureConfig
-from kwscli.models.crnn import input_dtype
+from kwscli.config import FeatureConfig, ModelConfig, conv_centre, conv_span, conv_steps
+from kwscli.models.crnn import input_dtype, keyword_probability
+from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
 
 
 @dataclass
@@ -37,58 +37,112 @@ class StreamOutput:
     focus: np.ndarray  # (n,) attention-weighted centre time (s) of each window: where it looked
 
 
-def frames_log_mel(
-    samples: torch.Tensor, window: torch.Tensor, fb: torch.Tensor, n_fft: int, hop: int
-) -> torch.Tensor:
-    """(n_mels, n) log-mel of every whole n_fft window of `samples`, hop apart, no padding.
+@dataclass(frozen=True)
+class StreamGeometry:
+    """Where a streaming model's windows fall: in conv steps, log-mel frames, samples, seconds.
+    The detector, the TorchScript module and the ONNX window scorer all read it from here."""
 
-    The same numbers as torchaudio's MelSpectrogram(center=False) then log(clamp(x, 1e-9, 1e9)),
-    faster (power as re^2 + im^2, no square root), and TorchScript-able for `kws export`.
-    """
-    spec = torch.stft(samples, n_fft, hop, n_fft, window, center=False, return_complex=True)
-    power = spec.real.pow(2) + spec.imag.pow(2)  # (freqs, n)
-    mel = torch.matmul(fb.transpose(0, 1), power)  # (n_mels, n)
-    return torch.log(mel.clamp(1e-9, 1e9))
+    kernel: int  # conv kernel along time, in frames
+    stride: int  # conv stride along time: one output (step) every `stride` frames
+    window: int  # conv steps one output pools over
+    features: FeatureConfig
+
+    @classmethod
+    def of(
+        cls, model: ModelConfig, features: FeatureConfig, window_frames: int | None = None
+    ) -> StreamGeometry:
+        kernel, stride = model.kernel_size[1], model.stride[1]
+        frames = window_frames or features.clip_frames  # max_window_length
+        window = conv_steps(frames, kernel, stride)
+        if window < 1:
+            raise ValueError(f"window of {frames} frames is shorter than the conv kernel")
+        return cls(kernel, stride, window, features)
+
+    @property
+    def window_frames(self) -> int:
+        """Log-mel frames one output reads."""
+        return conv_span(self.window, self.kernel, self.stride)
+
+    @property
+    def prefix_frames(self) -> int:
+        """Frames of silence a stream starts with: the first real step then ends a full window."""
+        return self.window_frames - self.stride
+
+    @property
+    def window_samples(self) -> int:
+        f = self.features
+        return conv_span(self.window_frames, f.n_fft, f.hop_length)
+
+    @property
+    def step_samples(self) -> int:
+        return self.stride * self.features.hop_length
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of audio one output looks at."""
+        return self.window_frames * self.features.hop_length / self.features.sample_rate
+
+    def end_time(self, steps: np.ndarray) -> np.ndarray:
+        """Stream time (s) at the end of conv step `steps`' receptive field."""
+        f = self.features
+        last_frame = steps * self.stride + self.kernel - 1 - self.prefix_frames
+        return (last_frame * f.hop_length + f.n_fft) / f.sample_rate
+
+    def centre_time(self, steps: np.ndarray) -> np.ndarray:
+        f = self.features
+        centre_frame = conv_centre(steps, self.kernel, self.stride) - self.prefix_frames
+        return (centre_frame * f.hop_length + f.n_fft / 2) / f.sample_rate
 
 
-def mel_constants(features: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The STFT window (win_length Hann centred in n_fft, as torch.stft pads it) and the mel
-    filterbank (freqs, n_mels) that MelSpectrogram uses."""
-    import torchaudio
+class ConvFrames(nn.Module):
+    """Audio chunks (1-D float32, any size) in; out, the log-mel frames (n_mels, span) that
+    complete new conv steps, each step's frames computed once. Frame k covers samples
+    [k*hop, k*hop + n_fft) (no centre padding, which would need the future); the stream starts
+    with `prefix` frames of digital silence. TorchScript-able (the exported module uses it)."""
 
-    f = features
-    pad = (f.n_fft - f.win_length) // 2
-    window = nn.functional.pad(torch.hann_window(f.win_length), (pad, f.n_fft - f.win_length - pad))
-    fb = torchaudio.functional.melscale_fbanks(
-        f.n_fft // 2 + 1, 0.0, f.sample_rate / 2, f.n_mels, f.sample_rate
-    )
-    return window, fb
-
-
-class LogMelStream:
-    """Log-mel frames of a stream: frame k covers samples [k*hop, k*hop + n_fft) (no centre
-    padding, which would need the future)."""
-
-    def __init__(self, features: FeatureConfig) -> None:
-        self.features = features
-        self.window, self.fb = mel_constants(features)
+    def __init__(self, features: FeatureConfig, kernel: int, stride: int, prefix: int) -> None:
+        super().__init__()
+        self.logmel = LogMel(features)
+        self.kernel, self.stride, self.prefix = kernel, stride, prefix
+        self.n_mels = features.n_mels
+        self.silence = LOG_FLOOR_LOG  # an attribute: TorchScript cannot read a global float
+        self.register_buffer("pending", torch.zeros(0), persistent=False)
+        self.register_buffer("frames", torch.zeros(features.n_mels, 0), persistent=False)
         self.reset()
 
+    @torch.jit.export
     def reset(self) -> None:
         self.pending = torch.zeros(0)
+        self.frames = torch.full((self.n_mels, self.prefix), self.silence)
 
-    def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        """New complete frames (n_mels, n) for `audio` (1-D float32) appended to the stream."""
-        f = self.features
-        buf = torch.cat([self.pending, audio])
-        n = 0 if len(buf) < f.n_fft else (len(buf) - f.n_fft) // f.hop_length + 1
-        if n == 0:
-            self.pending = buf
-            return torch.zeros(f.n_mels, 0)
-        used = buf[: (n - 1) * f.hop_length + f.n_fft]
-        self.pending = buf[n * f.hop_length :]
-        with torch.no_grad():
-            return frames_log_mel(used, self.window, self.fb, f.n_fft, f.hop_length)
+    def forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        buf = torch.cat([self.pending, chunk.float()])
+        n = self.logmel.frames(buf.shape[0])
+        if n > 0:
+            hop = self.logmel.hop
+            new = self.logmel(buf[: conv_span(n, self.logmel.n_fft, hop)])
+            self.frames = torch.cat([self.frames, new], dim=1)
+            buf = buf[n * hop :]
+        self.pending = buf
+        steps = conv_steps(self.frames.shape[1], self.kernel, self.stride)
+        if steps == 0:
+            return self.frames[:, :0]
+        used = self.frames[:, : conv_span(steps, self.kernel, self.stride)]
+        self.frames = self.frames[:, steps * self.stride :]
+        return used
+
+
+def take_windows(
+    history: torch.Tensor, new: torch.Tensor, window: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every full window of `window` rows ending in a row of `new` (k, window, D), and the rows
+    (at most window - 1) the next call needs. `history` is what the last call returned."""
+    rows = torch.cat([history, new])
+    keep = window - 1
+    rest = rows[max(0, rows.shape[0] - keep) :] if keep > 0 else rows[:0]
+    if rows.shape[0] < window:
+        return rows.new_zeros(0, window, rows.shape[1]), rest
+    return rows.unfold(0, window, 1).transpose(1, 2), rest
 
 
 class StreamingDetector:
@@ -104,124 +158,78 @@ class StreamingDetector:
     ) -> None:
         if state not in ("window", "carry"):
             raise ValueError(f"state={state!r}: expected 'window' or 'carry'")
-        cfg = model.config
         self.model = model.eval()
         self.features = features
         self.state = state
-        self.kernel_t, self.stride_t = cfg.kernel_size[1], cfg.stride[1]
-        frames = window_frames or features.clip_frames  # max_window_length
-        self.window = (frames - self.kernel_t) // self.stride_t + 1  # conv steps per window
-        if self.window < 1:
-            raise ValueError(f"window of {frames} frames is shorter than the conv kernel")
-        self.window_frames = (self.window - 1) * self.stride_t + self.kernel_t
+        self.geometry = g = StreamGeometry.of(model.config, features, window_frames)
+        self.window, self.stride_t, self.window_frames = g.window, g.stride, g.window_frames
         self.step = step  # streaming_step_size, in conv steps
         self.dtype = input_dtype(model)
-        self.logmel = LogMelStream(features)
+        self.conv_frames = ConvFrames(features, g.kernel, g.stride, g.prefix_frames)
         self.reset()
 
     @property
     def window_seconds(self) -> float:
         """Seconds of audio one output looks at."""
-        return self.window_frames * self.features.hop_length / self.features.sample_rate
+        return self.geometry.window_seconds
 
     def flush(self) -> StreamOutput:
         """End of stream: feed half a window of silence, so a keyword in the last moments is
         scored in mid-window, as training saw words followed by silence."""
-        f = self.features
-        return self.process(np.zeros(self.window_frames * f.hop_length // 2, np.float32))
+        half = self.window_frames * self.features.hop_length // 2
+        return self.process(np.zeros(half, np.float32))
 
     def reset(self) -> None:
-        f = self.features
-        self.logmel.reset()
-        # frames not yet consumed by a conv step, primed with a window of silence
-        self.frames = torch.full((f.n_mels, self.window_frames - self.stride_t), LOG_FLOOR_LOG)
+        self.conv_frames.reset()
         self.conv_steps = 0  # conv steps computed so far (silence prefix included)
-        self.history = torch.zeros(0, self._conv_width())  # last `window` conv outputs
+        self.history = torch.zeros(0, self.model.gru.input_size)  # last `window` - 1 conv rows
         self.gru_out = None  # carry mode: last `window` GRU outputs and their energies
         self.energy = None
         self.hidden = None
-        self.silence_steps = (
-            self.window_frames - self.stride_t - self.kernel_t
-        ) // self.stride_t + 1
-        self.emitted = 0
-
-    def _conv_width(self) -> int:
-        c = self.model.config
-        f_out = (self.features.n_mels - c.kernel_size[0]) // c.stride[0] + 1
-        return c.cnn_out_channels * f_out
 
     @torch.no_grad()
     def process(self, audio: np.ndarray | torch.Tensor) -> StreamOutput:
         """Feed `audio` (1-D float, the model's sample rate); get the steps it completed."""
-        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
-        self.frames = torch.cat([self.frames, self.logmel(audio)], dim=1)
-        n = (
-            0
-            if self.frames.shape[1] < self.kernel_t
-            else ((self.frames.shape[1] - self.kernel_t) // self.stride_t + 1)
-        )
-        if n == 0:
+        used = self.conv_frames(torch.as_tensor(np.asarray(audio, dtype=np.float32)))
+        if used.shape[1] == 0:
             return _empty()
-        used = self.frames[:, : (n - 1) * self.stride_t + self.kernel_t]
-        self.frames = self.frames[:, n * self.stride_t :]
-        conv = self.model.encode(used[None].to(self.dtype))[0]  # (n, C·F')
-        first = self.conv_steps
-        self.conv_steps += n
-        probs, focus = self._score(conv)  # one per new conv step
-        steps = np.arange(first, first + n)
-        keep = steps >= self.silence_steps  # steps whose window holds real audio
-        keep &= (steps - self.silence_steps) % self.step == 0
-        times = self._end_time(steps)
-        return StreamOutput(times[keep], probs[keep], focus[keep])
-
-    def _end_time(self, steps: np.ndarray) -> np.ndarray:
-        """Stream time (s) at the end of conv step `steps`' receptive field."""
-        f = self.features
-        prefix = self.window_frames - self.stride_t  # silence frames before the stream
-        last_frame = steps * self.stride_t + self.kernel_t - 1 - prefix
-        return (last_frame * f.hop_length + f.n_fft) / f.sample_rate
-
-    def _score(self, conv: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        m = self.model
-        hist = torch.cat([self.history, conv.float()])  # (k + n, D)
-        n, w = len(conv), self.window
+        conv = self.model.encode(used[None].to(self.dtype))[0].float()  # (n, C·F')
+        self.conv_steps += len(conv)
         if self.state == "window":
-            padded = _left_pad(hist, w - 1)
-            windows = padded.unfold(0, w, 1)[-n:].transpose(1, 2)  # (n, w, D)
-            out, _ = m.gru(windows.to(self.dtype))  # (n, w, H): fresh state per window
-            pooled, weights = m.attention(out)
-            logits = m.classifier(pooled).float()
+            windows, self.history = take_windows(self.history, conv, self.window)
+            logits, weights, _ = self.model.classify(windows.to(self.dtype))
         else:
-            out, self.hidden = m.gru(conv[None].to(self.dtype), self.hidden)  # carried state
-            out = out[0]
-            energy = m.attention.energy(out).squeeze(-1)  # (n,)
-            g = torch.cat([self.gru_out, out]) if self.gru_out is not None else out
-            e = torch.cat([self.energy, energy]) if self.energy is not None else energy
-            g_w = _left_pad(g, w - 1).unfold(0, w, 1)[-n:].transpose(1, 2)  # (n, w, H)
-            e_w = _left_pad(e[:, None], w - 1, float("-inf"))[:, 0].unfold(0, w, 1)[-n:]
-            weights = torch.softmax(e_w.float(), dim=-1)  # (n, w)
-            pooled = torch.einsum("nw,nwh->nh", weights, g_w.float())
-            logits = m.classifier(pooled.to(self.dtype)).float()
-            self.gru_out, self.energy = (g[-(w - 1) :], e[-(w - 1) :]) if w > 1 else (g[:0], e[:0])
-        self.history = hist[-(w - 1) :] if w > 1 else hist[:0]
-        probs = torch.softmax(logits, dim=-1)[:, 1].double().numpy()
+            logits, weights = self._carry(conv)
+        probs = keyword_probability(logits).double().numpy()
+        steps = np.arange(self.conv_steps - len(probs), self.conv_steps)
+        keep = steps >= self.window - 1  # the first window - 1 steps end inside the silence prefix
+        keep &= (steps - self.window + 1) % self.step == 0
         # where each window looked: attention-weighted centre of its conv steps, in seconds
-        steps = self.conv_steps - n + np.arange(n)
-        offsets = np.arange(-w + 1, 1)  # conv steps relative to the window's last one
-        centres = self._centre_time(steps[:, None] + offsets[None, :])
+        centres = self.geometry.centre_time(steps[:, None] + np.arange(-self.window + 1, 1))
         focus = (weights.float().numpy() * centres).sum(axis=1)
-        return probs, focus
+        return StreamOutput(self.geometry.end_time(steps)[keep], probs[keep], focus[keep])
 
-    def _centre_time(self, steps: np.ndarray) -> np.ndarray:
-        f = self.features
-        prefix = self.window_frames - self.stride_t
-        centre_frame = steps * self.stride_t + (self.kernel_t - 1) / 2 - prefix
-        return (centre_frame * f.hop_length + f.n_fft / 2) / f.sample_rate
+    def _carry(self, conv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU state carried over the whole stream; attention pools the last `window`
+        outputs. One logit row and one weight row per new conv step."""
+        m, n, w = self.model, len(conv), self.window
+        out, self.hidden = m.gru(conv[None].to(self.dtype), self.hidden)  # carried state
+        out = out[0]
+        energy = m.attention.energy(out).squeeze(-1)  # (n,)
+        g = torch.cat([self.gru_out, out]) if self.gru_out is not None else out
+        e = torch.cat([self.energy, energy]) if self.energy is not None else energy
+        g_w = _left_pad(g, w - 1).unfold(0, w, 1)[-n:].transpose(1, 2)  # (n, w, H)
+        e_w = _left_pad(e[:, None], w - 1, float("-inf"))[:, 0].unfold(0, w, 1)[-n:]
+        weights = torch.softmax(e_w.float(), dim=-1)  # (n, w)
+        pooled = torch.einsum("nw,nwh->nh", weights, g_w.float())
+        logits = m.classifier(pooled.to(self.dtype))
+        self.gru_out, self.energy = (g[-(w - 1) :], e[-(w - 1) :]) if w > 1 else (g[:0], e[:0])
+        return logits, weights
 
 
 def _left_pad(x: torch.Tensor, k: int, value: float = 0.0) -> torch.Tensor:
-    """Prepend rows so the first output still has a full window (zeros: never attended to in
-    window mode, since the GRU only ever sees real conv rows once the silence prefix is in)."""
+    """Prepend rows so the first output has a full window (its outputs are dropped: they end
+    inside the silence prefix)."""
     if k <= 0:
         return x
     pad = torch.full((k, *x.shape[1:]), value, dtype=x.dtype)
