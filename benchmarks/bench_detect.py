@@ -99,7 +99,7 @@ def false_alarms(model: str, state: str) -> None:
         f"({run.settings['threshold_from']}), {len(res.detections)} false alarms in "
         f"{hours:.2f} h = {len(res.detections) / hours:.2f} FA/h on unseen keyword-free audio"
     )
-    cal = ckpt.info.get("calibration")
+    cal = ckpt.provenance.calibration
     if cal:
         print(
             f"  calibrated on {cal['hours']:.2f} h: {cal['fa_per_hour']:.2f} FA/h there; "

@@ -25,7 +25,7 @@ def confusions(path: str, split: str, data: str | None) -> tuple[float, int, Cou
     from kwscli.metrics import au_fa_fr
 
     ckpt = load_checkpoint(path)
-    index = training_split(ckpt, data or ckpt.info["data"], every_clip=split == "all")
+    index = training_split(ckpt, data or ckpt.data_path, every_clip=split == "all")
     fs = load_features(index, ckpt.features)
     paths = [index.paths[i] for i in index.splits[split]]
     rows = fs.subset(paths)

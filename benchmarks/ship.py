@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kwscli.checkpoint import load_checkpoint, save_checkpoint, without_machine_paths
+from kwscli.checkpoint import Provenance, load_checkpoint, save_checkpoint, without_machine_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
 for file in sys.argv[1:]:
     ckpt = load_checkpoint(file)
-    ckpt.info = without_machine_paths(ckpt.info, ROOT)
+    ckpt.provenance = Provenance.model_validate(
+        without_machine_paths(ckpt.provenance.to_dict(), ROOT)
+    )
     save_checkpoint(ckpt, file)
     print(f"{file}: provenance paths made relative to the project")

@@ -23,7 +23,7 @@ def kl_by_class(student_path: str, split: str, temperature: float) -> tuple[floa
     from kwscli.train import load_teacher
 
     ckpt = load_checkpoint(student_path)
-    teacher = build_model(load_teacher(ckpt.info["teacher"]["path"]))
+    teacher = build_model(load_teacher(ckpt.provenance.teacher.path))
     data = load_split(ckpt, None, split)
     x, y = data.features, data.labels.astype(bool)
     if split == "train":

@@ -146,7 +146,7 @@ def calibrate(
     )
     stored = {k: v for k, v in result.to_dict().items() if k not in ("model", "output", "skipped")}
     stored["thresholds"] = {k: v.threshold for k, v in results.items()}
-    ckpt.info = {**ckpt.info, "calibration": stored}
+    ckpt.provenance.calibration = stored
     save_checkpoint(ckpt, out)
     return result
 
@@ -240,7 +240,7 @@ def _frr(ckpt, data, detector, threshold: float) -> tuple[float | None, int]:
     """Share of the validation keyword clips the detector misses at `threshold`."""
     from kwscli.evaluate import training_split
 
-    root = data or ckpt.info.get("data")
+    root = data or ckpt.data_path
     if not root or not Path(root).is_dir():
         return None, 0
     index = training_split(ckpt, root)

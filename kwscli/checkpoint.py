@@ -12,14 +12,87 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from kwscli import __version__
-from kwscli.config import FeatureConfig, ModelConfig, check_model_fits
+from kwscli.config import (
+    ConvPrecision,
+    DataConfig,
+    DistillConfig,
+    FeatureConfig,
+    ModelConfig,
+    TrainConfig,
+    check_model_fits,
+    format_validation_error,
+)
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_torch_save
 
 FORMAT = "kws-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("teacher", "student", "int8", "fp16")
+
+
+class _Record(BaseModel):
+    # provenance from another kws version may hold keys this one does not know: dropped, not
+    # refused, so an older or newer checkpoint still loads
+    model_config = ConfigDict(extra="ignore")
+
+
+class TeacherInfo(_Record):
+    """The teacher a student was distilled from."""
+
+    path: str
+    model: ModelConfig
+    metrics: dict[str, Any] = {}
+
+
+class SourceInfo(_Record):
+    """The checkpoint a compressed one was made from."""
+
+    path: str | None = None
+    kind: str
+    metrics: dict[str, Any] = {}
+
+
+class Int8Info(_Record):
+    """Which weights of an int8 checkpoint are integers, and how."""
+
+    quantized: list[str] = []
+    scheme: str = "per-tensor affine qint8"
+    conv: ConvPrecision = ConvPrecision.float
+
+
+class Provenance(_Record):
+    """Where a checkpoint came from, typed: the settings of the run that trained it (the same
+    pydantic models as `--config`), the loss, the teacher, the source of a compressed copy, and
+    the calibration (`kws calibrate`'s report, with the threshold it chose)."""
+
+    data: DataConfig | None = None
+    train: TrainConfig | None = None
+    distill: DistillConfig | None = None
+    loss: str | None = None  # a label such as "kl+attention"
+    teacher: TeacherInfo | None = None
+    source: SourceInfo | None = None
+    int8: Int8Info | None = None
+    calibration: dict[str, Any] | None = None
+    calibration_before_compression: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def read_provenance(info: dict[str, Any], keyword: str) -> Provenance:
+    """A checkpoint's provenance; format 1 before typed provenance kept the data settings flat
+    (`data` a path, `split`, `split_seed`, `val_fraction` beside it): read as `data`."""
+    info = dict(info)
+    if isinstance(info.get("data"), str):
+        data = {"path": info.pop("data"), "keyword": keyword}
+        for key in ("split", "split_seed", "val_fraction"):
+            if key in info:
+                data[key] = info.pop(key)
+        info["data"] = data
+    return Provenance.model_validate(info)
 
 
 @dataclass
@@ -33,7 +106,7 @@ class Checkpoint:
     state_dict: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     threshold: float | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # provenance: data, teacher, loss...
+    provenance: Provenance = field(default_factory=Provenance)
     kws_version: str = __version__
     created: str = ""
     path: Path | None = None
@@ -41,8 +114,14 @@ class Checkpoint:
     @property
     def label(self) -> str:
         """The kind, with an int8 model's conv precision where it is not float32."""
-        conv = self.info.get("int8", {}).get("conv", "float") if self.kind == "int8" else "float"
-        return self.kind if conv == "float" else f"{self.kind} (conv {conv})"
+        int8 = self.provenance.int8
+        conv = int8.conv if self.kind == "int8" and int8 else ConvPrecision.float
+        return self.kind if conv == ConvPrecision.float else f"{self.kind} (conv {conv})"
+
+    @property
+    def data_path(self) -> str | None:
+        """The dataset it was trained on, if known."""
+        return self.provenance.data.path if self.provenance.data else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +136,7 @@ class Checkpoint:
             "features": self.features.model_dump(mode="json"),
             "metrics": self.metrics,
             "threshold": self.threshold,
-            "info": self.info,
+            "info": self.provenance.to_dict(),
             "state_dict": self.state_dict,
         }
 
@@ -110,13 +189,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             state_dict=raw["state_dict"],
             metrics=raw.get("metrics") or {},
             threshold=raw.get("threshold"),
-            info=raw.get("info") or {},
+            provenance=read_provenance(raw.get("info") or {}, raw["keyword"]),
             kws_version=raw.get("kws_version", "?"),
             created=raw.get("created", ""),
             path=path,
         )
     except KeyError as exc:
         raise CheckpointError(f"{path}: damaged kws checkpoint: no {exc.args[0]!r} entry") from None
+    except ValidationError as exc:
+        first = format_validation_error(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: damaged kws checkpoint ({first})") from None
     except Exception as exc:
         raise CheckpointError(
             f"{path}: damaged kws checkpoint ({exc.__class__.__name__})"

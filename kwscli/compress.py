@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from kwscli import metrics
-from kwscli.checkpoint import Checkpoint
+from kwscli.checkpoint import Checkpoint, Int8Info, SourceInfo
+from kwscli.config import ConvPrecision
 from kwscli.errors import ConfigError, KwsError
 from kwscli.evaluate import load_split, model_cost
 from kwscli.files import check_output
 from kwscli.inference import (
-    CONV_MODES,
     _quantize_dynamic,
     _quantized_weights,
     build_model,
@@ -34,15 +34,18 @@ from kwscli.inference import (
 )
 
 
-def check_conv_mode(conv: str) -> None:
-    if conv not in CONV_MODES:
-        raise ConfigError(f"--conv {conv!r}: choose one of {', '.join(CONV_MODES)}")
+def check_conv_mode(conv: str) -> ConvPrecision:
+    try:
+        return ConvPrecision(conv)
+    except ValueError:
+        choices = ", ".join(c.value for c in ConvPrecision)
+        raise ConfigError(f"--conv {conv!r}: choose one of {choices}") from None
 
 
 def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
     """int8 checkpoint of a float one: GRU and Linear weights as int8 + per-tensor scale; the conv
     as float32, int8 or fp16 (`conv`)."""
-    check_conv_mode(conv)
+    conv = check_conv_mode(conv)
     float_model = build_model(ckpt)
     qmodel = _quantize_dynamic(copy.deepcopy(float_model), conv)
     state: dict[str, torch.Tensor] = {}
@@ -61,8 +64,7 @@ def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
         if key not in quantized:  # every bias stays float32; the conv as asked
             half = conv == "fp16" and key.startswith("conv.")
             state[key] = value.half() if half else value.clone()
-    int8 = {"quantized": quantized, "scheme": "per-tensor affine qint8", "conv": conv}
-    return _derived(ckpt, "int8", state, int8=int8)
+    return _derived(ckpt, "int8", state, int8=Int8Info(quantized=quantized, conv=conv))
 
 
 def to_fp16(ckpt: Checkpoint) -> Checkpoint:
@@ -71,13 +73,14 @@ def to_fp16(ckpt: Checkpoint) -> Checkpoint:
     return _derived(ckpt, "fp16", state)
 
 
-def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
+def _derived(ckpt: Checkpoint, kind: str, state: dict, int8: Int8Info | None = None) -> Checkpoint:
     """A compressed copy: same model, features, keyword and threshold; metrics measured anew;
     provenance kept, with where it came from. A calibration is kept under another name: its
     threshold was measured on the model before compression."""
-    kept = {k: v for k, v in ckpt.info.items() if k != "calibration"}
-    if "calibration" in ckpt.info:
-        kept["calibration_before_compression"] = ckpt.info["calibration"]
+    p = ckpt.provenance
+    update = {"source": _source(ckpt), "int8": int8, "calibration": None}
+    if p.calibration:
+        update["calibration_before_compression"] = p.calibration
     return Checkpoint(
         kind,
         ckpt.model,
@@ -86,16 +89,14 @@ def _derived(ckpt: Checkpoint, kind: str, state: dict, **info) -> Checkpoint:
         state,
         metrics={},
         threshold=ckpt.threshold,
-        info={**kept, "source": _source(ckpt), **info},
+        provenance=p.model_copy(update=update),
     )
 
 
-def _source(ckpt: Checkpoint) -> dict:
-    return {
-        "path": str(ckpt.path) if ckpt.path else None,
-        "kind": ckpt.kind,
-        "metrics": ckpt.metrics,
-    }
+def _source(ckpt: Checkpoint) -> SourceInfo:
+    return SourceInfo(
+        path=str(ckpt.path) if ckpt.path else None, kind=ckpt.kind, metrics=ckpt.metrics
+    )
 
 
 def compress_checkpoint(
@@ -118,9 +119,10 @@ def compress_checkpoint(
     if src.kind == kind:
         return None
     if src.kind not in ("teacher", "student"):
+        source = src.provenance.source
         raise KwsError(
             f"{path} is {src.kind}; {kind} needs the float model it came from "
-            f"({src.info.get('source', {}).get('path') or 'its teacher/student .pt'})"
+            f"({(source and source.path) or 'its teacher/student .pt'})"
         )
     out = Path(out) if out else Path(path).with_suffix(f".{kind}.pt")
     check_output(out, force)
@@ -186,7 +188,7 @@ def compare_compressed(
         data=None,
         tolerance=tolerance,
     )
-    if data_path is None and not src.info.get("data"):
+    if data_path is None and not src.data_path:
         return rep  # nothing to compare on; sizes still stand
     data = load_split(src, data_path, split)
     before, after = (

@@ -259,7 +259,7 @@ def stored_threshold(ckpt: Checkpoint, state: str) -> tuple[float, str]:
     """The threshold `kws detect --state STATE` uses when none is given, and where it is from:
     the calibration for that state mode; else the checkpoint's one threshold (said to be
     calibrated for another mode when it is); else DEFAULT_THRESHOLD."""
-    cal = ckpt.info.get("calibration") or {}
+    cal = ckpt.provenance.calibration or {}
     per_state = cal.get("thresholds") or {}
     if state in per_state:
         how = f"calibrated for --state {state} at {cal.get('target_fa_per_hour', '?'):g} FA/h"
@@ -275,7 +275,7 @@ def stored_threshold(ckpt: Checkpoint, state: str) -> tuple[float, str]:
         return float(per_state[state]), how
     if not ckpt.threshold:
         return DEFAULT_THRESHOLD, "default (the model has no calibrated threshold)"
-    if "calibration_before_compression" in ckpt.info and "calibration" not in ckpt.info:
+    if ckpt.provenance.calibration_before_compression and not ckpt.provenance.calibration:
         return ckpt.threshold, (
             "checkpoint (calibrated before compression: run kws calibrate on this model)"
         )

@@ -15,6 +15,7 @@ import torch
 
 from kwscli import metrics
 from kwscli.checkpoint import Checkpoint, load_checkpoint
+from kwscli.config import DataConfig
 from kwscli.data.features import load_features
 from kwscli.data.speech_commands import scan_dataset
 from kwscli.errors import ConfigError, DataError, KwsError
@@ -96,7 +97,7 @@ def load_split(
     """The clips of `split` from `data_path` (default: the dataset the model was trained on)."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    data_path = data_path or ckpt.info.get("data")
+    data_path = data_path or ckpt.data_path
     if not data_path:
         raise KwsError(f"{ckpt.path}: no dataset recorded in the checkpoint; pass --data DIR")
     index = training_split(ckpt, data_path, every_clip=split == "all")
@@ -117,11 +118,9 @@ def load_split(
 def training_split(ckpt: Checkpoint, data_path: str | Path, every_clip: bool = False):
     """The dataset indexed and split exactly as the checkpoint's model was trained (mode, seed,
     fraction come from its provenance). `every_clip` needs no split lists (--split all)."""
-    info = ckpt.info
-    mode = "random" if every_clip else info.get("split", "official")
-    return scan_dataset(
-        data_path, ckpt.keyword, mode, info.get("split_seed", 0), info.get("val_fraction", 0.2)
-    )
+    d = ckpt.provenance.data or DataConfig()
+    mode = "random" if every_clip else d.split
+    return scan_dataset(data_path, ckpt.keyword, mode, d.split_seed, d.val_fraction)
 
 
 def evaluate_checkpoint(

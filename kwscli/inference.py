@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwscli.checkpoint import Checkpoint
+from kwscli.checkpoint import Checkpoint, Int8Info
 from kwscli.errors import CheckpointError
 from kwscli.models.crnn import (
     CRNN,
@@ -31,7 +31,6 @@ from kwscli.models.crnn import (
 )
 
 INT8_SUFFIXES = (".int8", ".scale", ".zero_point")
-CONV_MODES = ("float", "int8", "fp16")
 
 
 def build_model(ckpt: Checkpoint):
@@ -95,10 +94,8 @@ def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
 def build_int8(ckpt: Checkpoint) -> nn.Module:
     """The int8 model a checkpoint describes, with exactly its stored integers."""
     state = ckpt.state_dict
-    spec = ckpt.info.get("int8", {})
-    names, conv = spec.get("quantized", []), spec.get("conv", "float")
-    if conv not in CONV_MODES:
-        raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: unknown conv mode {conv!r}")
+    spec = ckpt.provenance.int8 or Int8Info()
+    names, conv = spec.quantized, spec.conv
     try:
         deq = {
             n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]

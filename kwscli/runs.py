@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
-from kwscli.config import ModelConfig
 from kwscli.distill import describe
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.evaluate import model_cost
@@ -60,25 +59,21 @@ def list_runs(runs_dir: str | Path, sort: str = "created") -> tuple[list[RunSumm
 
 def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
     cost = model_cost(ckpt)
-    d = ckpt.info.get("distill") or {}
+    p = ckpt.provenance
+    d = p.distill
     if d:  # derived from the settings, so older checkpoints read the same way
-        label, uses_t = describe(
-            d.get("loss", "?"),
-            d.get("alpha", 1.0),
-            d.get("attention_weight", 0.0),
-            d.get("similarity_weight", 0.0),
-        )
+        label, uses_t = describe(d.loss, d.alpha, d.attention_weight, d.similarity_weight)
     else:
-        label, uses_t = ckpt.info.get("loss", "?"), False
+        label, uses_t = p.loss or "?", False
     run = RunSummary(
         name=file.parent.name if file.name == "model.pt" else f"{file.parent.name}/{file.name}",
         path=str(file),
         kind=ckpt.kind,
         loss=label,
-        temperature=d.get("temperature") if uses_t else None,
-        alpha=d.get("alpha"),
-        attention_weight=d.get("attention_weight"),
-        augment=(ckpt.info.get("train") or {}).get("augment"),
+        temperature=d.temperature if d and uses_t else None,
+        alpha=d.alpha if d else None,
+        attention_weight=d.attention_weight if d else None,
+        augment=p.train.augment if p.train else None,
         params=cost.params,
         bytes=cost.size_bytes,
         macs_2s=cost.macs_2s,
@@ -86,16 +81,14 @@ def summarize(ckpt: Checkpoint, file: Path) -> RunSummary:
         epoch=ckpt.metrics.get("epoch"),
         created=ckpt.created,
     )
-    teacher = ckpt.info.get("teacher")
+    teacher = p.teacher
     if teacher:
         # the teacher's shape is recorded in the student: its cost needs no teacher file
-        shape = Checkpoint(
-            "teacher", ModelConfig.model_validate(teacher["model"]), ckpt.features, ckpt.keyword, {}
-        )
+        shape = Checkpoint("teacher", teacher.model, ckpt.features, ckpt.keyword, {})
         t_cost = model_cost(shape, CRNN(shape.model, shape.features.n_mels))
         run.memory_ratio = t_cost.size_bytes / cost.size_bytes
         run.macs_ratio = t_cost.macs_2s / cost.macs_2s
-        t_score = (teacher.get("metrics") or {}).get("val_au_fa_fr")
+        t_score = teacher.metrics.get("val_au_fa_fr")
         if t_score and run.au_fa_fr is not None:
             run.au_fa_fr_ratio = run.au_fa_fr / t_score
     return run

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from kwscli import engine
-from kwscli.checkpoint import Checkpoint, load_checkpoint
-from kwscli.config import DistillConfig, RunConfig
+from kwscli.checkpoint import Checkpoint, Provenance, TeacherInfo, load_checkpoint
+from kwscli.config import DataConfig, DistillConfig, RunConfig
 from kwscli.data.augment import FeatureAugmenter, Mixup, white_noise_bank
 from kwscli.data.features import FeatureSet, load_features
 from kwscli.data.speech_commands import DatasetIndex, scan_dataset
@@ -204,7 +204,7 @@ def train_teacher(
     progress: Callable[[int, int], None] | None = None,
 ) -> engine.TrainResult:
     return train_model(
-        cfg, "teacher", cross_entropy, {"loss": "ce"}, resume, force, callbacks, progress
+        cfg, "teacher", cross_entropy, Provenance(loss="ce"), resume, force, callbacks, progress
     )
 
 
@@ -244,17 +244,17 @@ def train_student(
             teacher, data.features[rows], data.labels[rows], d.hard_negatives
         )
 
-    info = {
-        "loss": describe(d.loss, d.alpha, d.attention_weight, d.similarity_weight)[0],
-        "distill": d.model_dump(mode="json"),
-        "teacher": {
-            "path": str(Path(d.teacher).resolve()),
-            "model": teacher_ckpt.model.model_dump(mode="json"),
-            "metrics": teacher_ckpt.metrics,
-        },
-    }
+    provenance = Provenance(
+        loss=describe(d.loss, d.alpha, d.attention_weight, d.similarity_weight)[0],
+        distill=d,
+        teacher=TeacherInfo(
+            path=str(Path(d.teacher).resolve()),
+            model=teacher_ckpt.model,
+            metrics=teacher_ckpt.metrics,
+        ),
+    )
     return train_model(
-        cfg, "student", criterion, info, resume, force, callbacks, progress, sampling
+        cfg, "student", criterion, provenance, resume, force, callbacks, progress, sampling
     )
 
 
@@ -272,7 +272,7 @@ def train_model(
     cfg: RunConfig,
     kind: str,
     criterion: engine.Criterion,
-    info: dict,
+    provenance: Provenance,
     resume: bool,
     force: bool,
     callbacks: engine.Callbacks | None,
@@ -290,12 +290,13 @@ def train_model(
             junk.unlink(missing_ok=True)
         replaced = [] if resume else previous_run(run_dir, force)
         return _train_locked(
-            cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced, sampling
-        )
+            cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced,
+            sampling,
+        )  # fmt: skip
 
 
 def _train_locked(
-    cfg, kind, criterion, info, resume, run_dir, callbacks, progress, replaced, sampling
+    cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced, sampling
 ):
     prepared = prepare_data(cfg, progress)  # a data error here leaves the old run untouched
     if sampling is not None:
@@ -305,19 +306,13 @@ def _train_locked(
     torch.manual_seed(cfg.train.seed)
     model = CRNN(cfg.model, cfg.features.n_mels)
     save_run_config(cfg, run_dir)
-    info = {
-        "data": str(Path(cfg.data.path).resolve()),
-        "split": cfg.data.split,
-        "split_seed": cfg.data.split_seed,
-        "val_fraction": cfg.data.val_fraction,
-        "train": cfg.train.model_dump(mode="json"),
-        **info,
-    }
+    data = cfg.data.model_copy(update={"path": str(Path(cfg.data.path).resolve())})
+    provenance = provenance.model_copy(update={"data": data, "train": cfg.train})
 
     def make_checkpoint(metrics: dict) -> Checkpoint:
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return Checkpoint(
-            kind, cfg.model, cfg.features, cfg.data.keyword, state, metrics=metrics, info=info
+            kind, cfg.model, cfg.features, cfg.data.keyword, state, metrics, provenance=provenance
         )
 
     result = engine.train(
@@ -331,11 +326,13 @@ def _train_locked(
         callbacks,
     )
     result.extras["skipped"] = prepared.features.skipped
-    write_final_metrics(run_dir, result, kind, info)
+    write_final_metrics(run_dir, result, kind, provenance.loss)
     return result
 
 
-def write_final_metrics(run_dir: Path, result: engine.TrainResult, kind: str, info: dict) -> None:
+def write_final_metrics(
+    run_dir: Path, result: engine.TrainResult, kind: str, loss: str | None
+) -> None:
     """metrics.json: the run's outcome at a glance (best epoch, its val metrics, cost)."""
     from dataclasses import asdict
 
@@ -349,7 +346,7 @@ def write_final_metrics(run_dir: Path, result: engine.TrainResult, kind: str, in
         run_dir / "metrics.json",
         {
             "kind": kind,
-            "loss": info.get("loss"),
+            "loss": loss,
             "best_epoch": result.best_epoch,
             "val_au_fa_fr": best.val_au_fa_fr,
             "val_accuracy": best.val_accuracy,
@@ -389,15 +386,13 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
             f"data.keyword={keyword!r} but the teacher spots {teacher.keyword!r}; "
             "train a teacher for that keyword first"
         )
+    trained_on = teacher.provenance.data or DataConfig(keyword=teacher.keyword)
     base = {
         "features": teacher.features.model_dump(mode="json"),
-        "data": {
-            "keyword": teacher.keyword,
-            "path": teacher.info.get("data", "data/synth"),
-            "split": teacher.info.get("split", "official"),
-            "split_seed": teacher.info.get("split_seed", 0),
-            "val_fraction": teacher.info.get("val_fraction", 0.2),
-        },
+        "data": trained_on.model_dump(
+            mode="json", include={"path", "split", "split_seed", "val_fraction"}
+        )
+        | {"keyword": teacher.keyword},
         "model": dict(STUDENT_DEFAULTS),
         "distill": {},
     }

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from kwscli.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from kwscli.checkpoint import Checkpoint, Provenance, load_checkpoint, save_checkpoint
 from kwscli.config import FeatureConfig, ModelConfig
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_write
@@ -31,7 +31,7 @@ def small_checkpoint(seed: int = 0, **kw) -> tuple[CRNN, Checkpoint]:
         model.state_dict(),
         metrics={"val_au_fa_fr": 1e-4},
         threshold=0.4,
-        info={"loss": "ce"},
+        provenance=Provenance(loss="ce"),
         **kw,
     )
     return model, ckpt
@@ -69,7 +69,7 @@ def test_round_trip_keeps_the_description(saved):
     ckpt = load_checkpoint(path)
     assert (ckpt.kind, ckpt.keyword, ckpt.threshold) == ("teacher", "sheila", 0.4)
     assert ckpt.model == SMALL and ckpt.features == FeatureConfig()
-    assert ckpt.metrics == {"val_au_fa_fr": 1e-4} and ckpt.info == {"loss": "ce"}
+    assert ckpt.metrics == {"val_au_fa_fr": 1e-4} and ckpt.provenance == Provenance(loss="ce")
     assert ckpt.created and ckpt.path == path
 
 
@@ -192,7 +192,7 @@ def test_failed_save_keeps_the_old_file_intact(saved):
     _, path = saved
     before = path.read_bytes()
     _, ckpt = small_checkpoint(seed=1)
-    ckpt.info = {"unpicklable": lambda: None}  # torch.save fails part-way through
+    ckpt.metrics = {"unpicklable": lambda: None}  # torch.save fails part-way through
     with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises
         save_checkpoint(ckpt, path)
     assert path.read_bytes() == before
@@ -240,3 +240,55 @@ def test_without_machine_paths_keeps_what_is_inside_the_project_relative(tmp_pat
 
     info = {"data": str(tmp_path / "data" / "s"), "t": [f"{tmp_path.parent}/x/m.pt", "runs/a"]}
     assert without_machine_paths(info, tmp_path) == {"data": "data/s", "t": ["m.pt", "runs/a"]}
+
+
+# ---------------------------------------------------------------- typed provenance
+
+
+def test_provenance_round_trips_as_the_settings_models(tmp_path):
+    from kwscli.config import DataConfig, DistillConfig, Loss, Split, TrainConfig
+
+    _, ckpt = small_checkpoint()
+    ckpt.provenance = Provenance(
+        data=DataConfig(path="/d", split="random", split_seed=3, val_fraction=0.3),
+        train=TrainConfig(num_epochs=7, lr_schedule="cosine"),
+        distill=DistillConfig(loss="mse", attention_weight=0.5),
+        loss="mse+attention",
+    )
+    back = load_checkpoint(save_checkpoint(ckpt, tmp_path / "m.pt")).provenance
+    assert back == ckpt.provenance
+    assert back.data.split is Split.random and back.distill.loss is Loss.mse
+    assert back.train.num_epochs == 7
+
+
+def test_format_1_flat_data_provenance_is_read_as_data_settings(tmp_path):
+    """Checkpoints written before typed provenance (the bundled ones among them) still load."""
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    raw["info"] = {"data": "data/s", "split": "random", "split_seed": 4, "val_fraction": 0.25,
+                   "train": {"num_epochs": 3}, "loss": "ce", "from_the_future": 1}  # fmt: skip
+    torch.save(raw, tmp_path / "old.pt")
+    p = load_checkpoint(tmp_path / "old.pt").provenance
+    assert (p.data.path, p.data.split, p.data.split_seed, p.data.val_fraction) == (
+        "data/s", "random", 4, 0.25,
+    )  # fmt: skip
+    assert p.data.keyword == "sheila" and p.train.num_epochs == 3 and p.loss == "ce"
+
+
+@pytest.mark.parametrize(
+    ("info", "needle"),
+    [
+        ({"train": {"num_epochs": "many"}}, "train.num_epochs"),
+        ({"distill": {"loss": "l7"}}, "distill.loss"),
+        ({"int8": {"conv": "int4"}}, "int8.conv"),
+        ({"teacher": {"path": "t.pt"}}, "teacher.model"),
+        ({"data": 5}, "data"),
+    ],
+)
+def test_provenance_of_the_wrong_type_is_one_line_naming_the_entry(tmp_path, info, needle):
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    raw["info"] = info
+    torch.save(raw, tmp_path / "bad.pt")
+    msg = refusal(tmp_path / "bad.pt")
+    assert "damaged" in msg and needle in msg

@@ -348,7 +348,7 @@ def test_bundled_models_are_self_describing_and_calibrated():
         ckpt = load_checkpoint(bundled_model(name))
         assert ckpt.kind in kinds and ckpt.keyword == "sheila"
         assert 0 < ckpt.threshold < 1
-        cal = ckpt.info["calibration"]
+        cal = ckpt.provenance.calibration
         assert cal["hours"] >= 0.99 and set(cal["thresholds"]) == {"window", "carry"}
         for state in cal["states"].values():  # the budget, or lowered for real voices, measured
             assert state["real_positives"] >= 10 and state["real_frr"] is not None

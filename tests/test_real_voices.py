@@ -112,7 +112,7 @@ def test_calibrate_stores_a_threshold_per_state_and_detect_uses_the_right_one(mo
     out = tmp_path / "c.pt"
     c = _calibrate(model_pt, neg, out, "60")
     assert set(c["states"]) == {"window", "carry"}
-    stored = load_checkpoint(out).info["calibration"]["thresholds"]
+    stored = load_checkpoint(out).provenance.calibration["thresholds"]
     assert stored == {k: v["threshold"] for k, v in c["states"].items()}
     for state in ("window", "carry"):
         runs = _detect(*sorted(neg.glob("*.wav")), "--model", out, "--state", state)
@@ -130,7 +130,7 @@ def test_a_threshold_calibrated_for_one_state_says_so_in_the_other(model_pt, tmp
     out = tmp_path / "w.pt"
     _calibrate(model_pt, neg, out, "400", "--state", "window")
     ckpt = load_checkpoint(out)
-    del ckpt.info["calibration"]["thresholds"]  # as kws 0.1 stored it: one threshold
+    del ckpt.provenance.calibration["thresholds"]  # as kws 0.1 stored it: one threshold
     save_checkpoint(ckpt, out)
     settings = _detect(neg / "n0.wav", "--model", out, "--state", "carry")[0]["settings"]
     assert "calibrated for --state window only" in settings["threshold_from"]
@@ -150,7 +150,7 @@ def test_calibrate_measures_false_rejects_on_real_keyword_clips(model_pt, tmp_pa
     runs = _detect(*clips, "--model", out)
     missed = sum(not r["detections"] for r in runs)
     assert s["real_frr"] == pytest.approx(missed / len(clips))
-    assert load_checkpoint(out).info["calibration"]["positives_dir"] == str(mini_dataset)
+    assert load_checkpoint(out).provenance.calibration["positives_dir"] == str(mini_dataset)
 
 
 def test_stream_from_clips_places_every_clip_where_its_event_says(tmp_path):
