@@ -20,7 +20,7 @@ def kl_by_class(student_path: str, split: str, temperature: float) -> tuple[floa
     from kwscli.checkpoint import load_checkpoint
     from kwscli.evaluate import load_split
     from kwscli.inference import build_model, predict_logits
-    from kwscli.train import load_teacher
+    from kwscli.student import load_teacher
 
     ckpt = load_checkpoint(student_path)
     teacher = build_model(load_teacher(ckpt.provenance.teacher.path))

@@ -12,13 +12,16 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from kwscli.errors import ConfigError, KwsError
+from kwscli.config import ConvPrecision, ExportFormat, StateMode
+from kwscli.errors import KwsError
+from kwscli.options import SettingsCommand, with_settings
 
 _state = {"debug": False}
 
 
 class _Group(TyperGroup):
-    """Turns the core's KwsError into one red line and its exit code (a traceback with --debug)."""
+    """Turns the core's KwsError and a usage error (an unknown choice, a missing argument) into
+    one red line and its exit code (a traceback with --debug)."""
 
     def invoke(self, ctx):
         try:
@@ -30,10 +33,23 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as exc:
-            # usage errors and exits belong to click/typer; anything else is a bug in kws
-            if _state["debug"] or type(exc).__module__.split(".")[0] in ("click", "typer"):
+            if _state["debug"]:
+                raise
+            if _is_usage_error(exc):
+                command = " ".join(["kws", *exc.ctx.command_path.split()[1:]]) if exc.ctx else ""
+                where = f" (see {command} --help)" if command else ""
+                _fail(exc.format_message().replace("Value error, ", "") + where, 2)
+            # exits and help belong to click/typer; anything else is a bug in kws
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """click's UsageError and its kinds (typer vendors click, so matched by name), but not
+    NoArgsIsHelpError, which is the help text of a command run with no arguments."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names
 
 
 def _warn(message: str) -> None:
@@ -94,199 +110,79 @@ def _root(
 ConfigFile = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML/JSON settings (flags win over it).")
 ]
-DataDir = Annotated[str | None, typer.Option("--data", help="Dataset root (<word>/*.wav).")]
-Keyword = Annotated[str | None, typer.Option(help="Keyword folder name.")]
-Split = Annotated[str | None, typer.Option(help="official (split lists) or random (80/20).")]
-Name = Annotated[str | None, typer.Option(help="Run name: output goes to RUNS_DIR/NAME/.")]
-RunsDir = Annotated[str | None, typer.Option(help="Folder of run folders.")]
-Epochs = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
-EpochSize = Annotated[int | None, typer.Option(help="Clips drawn per epoch.")]
-BatchSize = Annotated[int | None, typer.Option(help="Clips per step.")]
-LR = Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")]
-WeightDecay = Annotated[float | None, typer.Option(help="Adam weight decay.")]
-Seed = Annotated[int | None, typer.Option(help="Random seed.")]
-Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
-Augment = Annotated[
-    bool | None,
-    typer.Option("--augment/--no-augment", help="Noise/gain/SpecAugment on training batches."),
+DataDir = Annotated[
+    str | None, typer.Option("--data", metavar="DIR", help="Dataset root (<word>/*.wav).")
 ]
-NMels = Annotated[int | None, typer.Option(help="Mel bands.")]
-Channels = Annotated[int | None, typer.Option(help="Conv output channels.")]
-Kernel = Annotated[tuple[int, int] | None, typer.Option(help="Conv kernel: FREQ TIME.")]
-Stride = Annotated[tuple[int, int] | None, typer.Option(help="Conv stride: FREQ TIME.")]
-Hidden = Annotated[int | None, typer.Option(help="GRU hidden size.")]
-Layers = Annotated[int | None, typer.Option(help="GRU layers.")]
-Bidir = Annotated[
-    bool | None, typer.Option("--bidirectional/--unidirectional", help="Bidirectional GRU.")
-]
+Force = Annotated[bool, typer.Option("--force", metavar="", help="Replace an existing output.")]
+JsonOut = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a table.")]
+
+# the run controls of `kws teacher`/`kws distill`; every setting is a flag from kwscli/options.py
 PrintConfig = Annotated[
-    bool, typer.Option("--print-config", help="Print the resolved config and exit.")
-]
-LrSchedule = Annotated[
-    str | None, typer.Option(help="constant, or cosine (decay to 0 over the epochs).")
-]
-Amp = Annotated[
-    bool | None,
-    typer.Option("--amp/--no-amp", help="Mixed precision (fp16 on CUDA, bf16 on CPU)."),
-]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")]
-SelectOn = Annotated[
-    str | None,
+    bool,
     typer.Option(
-        metavar="DIR",
-        help="Pick the best epoch by au_fa_fr on this small real dataset (Speech Commands "
-        "layout) instead of the synthetic validation split.",
+        "--print-config", metavar="", help="Print the resolved settings as YAML and exit."
     ),
 ]
-Force = Annotated[bool, typer.Option("--force", help="Replace an existing run.")]
+Resume = Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run.")]
+ForceRun = Annotated[
+    bool,
+    typer.Option(
+        "--force", metavar="", help="Replace an existing run (its files go once training starts)."
+    ),
+]
 
 
-def _overrides(**kw) -> dict:
-    """CLI flags as a nested config dict (None = not given)."""
-    return {
-        "name": kw.get("name"),
-        "runs_dir": kw.get("runs_dir"),
-        "data": {
-            "path": kw.get("data"),
-            "keyword": kw.get("keyword"),
-            "split": kw.get("split"),
-            "select_on": kw.get("select_on"),
-        },
-        "features": {"n_mels": kw.get("n_mels")},
-        "model": {
-            "cnn_out_channels": kw.get("cnn_out_channels"),
-            "kernel_size": kw.get("kernel_size"),
-            "stride": kw.get("stride"),
-            "hidden_size": kw.get("hidden_size"),
-            "gru_num_layers": kw.get("gru_num_layers"),
-            "bidirectional": kw.get("bidirectional"),
-        },
-        "train": {
-            "num_epochs": kw.get("epochs"),
-            "batch_size": kw.get("batch_size"),
-            "learning_rate": kw.get("lr"),
-            "weight_decay": kw.get("weight_decay"),
-            "seed": kw.get("seed"),
-            "device": kw.get("device"),
-            "augment": kw.get("augment"),
-            "epoch_size": kw.get("epoch_size"),
-            "amp": kw.get("amp"),
-            "lr_schedule": kw.get("lr_schedule"),
-        },
-        "distill": {
-            "teacher": kw.get("teacher"),
-            "loss": kw.get("loss"),
-            "temperature": kw.get("temperature"),
-            "alpha": kw.get("alpha"),
-            "attention_weight": kw.get("attention_weight"),
-            "similarity_weight": kw.get("similarity_weight"),
-            "mixup": kw.get("mixup"),
-            "hard_negatives": kw.get("hard_negatives"),
-        },
-    }
+def _student_shown() -> dict[str, str]:
+    """`kws distill --help` shows a student's defaults: the SPEC's final student shape, and the
+    teacher's features and dataset."""
+    from kwscli.config import STUDENT_DEFAULTS, FeatureConfig
+
+    shown = {"name": "from the settings, e.g. student-kl-T4"}
+    shown |= {f"features.{k}": "the teacher's" for k in FeatureConfig.model_fields}
+    teachers = ("path", "keyword", "split", "split_seed", "val_fraction")
+    shown |= {f"data.{k}": "the teacher's" for k in teachers}
+    for k, v in STUDENT_DEFAULTS.items():
+        shown[f"model.{k}"] = " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    return shown
 
 
 # ---------------------------------------------------------------- commands
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
+@with_settings(student=False)
 def teacher(
+    overrides: dict,
     config: ConfigFile = None,
-    data: DataDir = None,
-    keyword: Keyword = None,
-    split: Split = None,
-    name: Name = None,
-    runs_dir: RunsDir = None,
-    epochs: Epochs = None,
-    epoch_size: EpochSize = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    lr_schedule: LrSchedule = None,
-    weight_decay: WeightDecay = None,
-    seed: Seed = None,
-    device: Device = None,
-    augment: Augment = None,
-    n_mels: NMels = None,
-    cnn_out_channels: Channels = None,
-    kernel_size: Kernel = None,
-    stride: Stride = None,
-    hidden_size: Hidden = None,
-    gru_num_layers: Layers = None,
-    bidirectional: Bidir = None,
-    amp: Amp = None,
-    select_on: SelectOn = None,
     print_config: PrintConfig = False,
     resume: Resume = False,
-    force: Force = False,
+    force: ForceRun = False,
 ) -> None:
     """Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."""
     from kwscli.config import RunConfig, build_config
     from kwscli.train import train_teacher
 
-    cfg = build_config(RunConfig, config, _overrides(**locals()))
+    cfg = build_config(RunConfig, config, overrides)
     if print_config:
         _print_config(cfg)
         return
     _train(train_teacher, cfg, resume, force)
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
+@with_settings(student=True, defaults=_student_shown())
 def distill(
-    teacher: Annotated[
-        str | None, typer.Option(help="Teacher checkpoint (default: runs/teacher/model.pt).")
-    ] = None,
-    loss: Annotated[str | None, typer.Option(help="Logit loss: mse, ce or kl.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Softmax temperature T.")] = None,
-    alpha: Annotated[
-        float | None,
-        typer.Option(help="alpha*distill + (1-alpha)*CE(labels); 1 = pure distillation."),
-    ] = None,
-    attention_weight: Annotated[
-        float | None, typer.Option(help="Add attention distillation with this weight.")
-    ] = None,
-    similarity_weight: Annotated[
-        float | None,
-        typer.Option(help="Add similarity-preserving distillation of the embedding, this weight."),
-    ] = None,
-    mixup: Annotated[
-        float | None,
-        typer.Option(help="Share of each batch mixed from two clips, labelled by the teacher."),
-    ] = None,
-    hard_negatives: Annotated[
-        float | None,
-        typer.Option(help="Share of non-keyword draws weighted by the teacher's P(keyword)."),
-    ] = None,
+    overrides: dict,
     config: ConfigFile = None,
-    data: DataDir = None,
-    keyword: Keyword = None,
-    name: Name = None,
-    runs_dir: RunsDir = None,
-    epochs: Epochs = None,
-    epoch_size: EpochSize = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    lr_schedule: LrSchedule = None,
-    weight_decay: WeightDecay = None,
-    seed: Seed = None,
-    device: Device = None,
-    augment: Augment = None,
-    n_mels: NMels = None,
-    cnn_out_channels: Channels = None,
-    kernel_size: Kernel = None,
-    stride: Stride = None,
-    hidden_size: Hidden = None,
-    gru_num_layers: Layers = None,
-    bidirectional: Bidir = None,
-    amp: Amp = None,
-    select_on: SelectOn = None,
     print_config: PrintConfig = False,
     resume: Resume = False,
-    force: Force = False,
+    force: ForceRun = False,
 ) -> None:
     """Distil a teacher into a small student (default: the SPEC's final student shape)."""
-    from kwscli.train import student_config, train_student
+    from kwscli.student import student_config
+    from kwscli.train import train_student
 
-    cfg, warnings = student_config(config, _overrides(**locals()))
+    cfg, warnings = student_config(config, overrides)
     for w in warnings:
         _warn(w)
     if print_config:
@@ -310,9 +206,6 @@ def _train(fn, cfg, resume: bool, force: bool) -> None:
         f"best epoch {result.best_epoch}{chosen}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
         f"{result.checkpoint}"
     )
-
-
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @app.command()
@@ -340,16 +233,14 @@ def evaluate(
     ] = None,
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
-    from kwscli.evaluate import DEFAULT_FARS, Targets, check_targets, evaluate_checkpoint
+    from kwscli.evaluate import Targets, check_fars, check_targets, evaluate_checkpoint
     from kwscli.files import ensure_folder
     from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
 
     if plot:
         ensure_folder(plot.parent)  # before the work, not after it
 
-    fars = tuple(far) if far else DEFAULT_FARS
-    if any(not 0 <= x <= 1 for x in fars):
-        raise ConfigError(f"--far {list(fars)}: false-alarm rates are between 0 and 1")
+    fars = check_fars(far)  # before any model is scored
     reports = [evaluate_checkpoint(m, data, split, fars, latency=latency) for m in models]
     base = None
     if baseline is not None:
@@ -384,11 +275,14 @@ def quantize(
     tolerance: Annotated[
         float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
     ] = 0.1,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    force: Force = False,
     json_out: JsonOut = False,
     conv: Annotated[
-        str, typer.Option(help="The conv layer: float (kept float32), int8 or fp16.")
-    ] = "float",
+        ConvPrecision,
+        typer.Option(
+            case_sensitive=False, help="The conv layer: float (kept float32), int8 or fp16."
+        ),
+    ] = ConvPrecision.float,
 ) -> None:
     """int8 GRU and Linear weights (dynamic quantization); reports what changed."""
     _compress("int8", model, out, data, tolerance, force, json_out, conv)
@@ -402,7 +296,7 @@ def fp16(
     tolerance: Annotated[
         float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
     ] = 0.1,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    force: Force = False,
     json_out: JsonOut = False,
 ) -> None:
     """Half-precision weights (runs in fp16 on CPU and CUDA); reports what changed."""
@@ -438,8 +332,12 @@ def detect(
         float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
     ] = None,
     state: Annotated[
-        str, typer.Option(help="window (GRU from zero per window) or carry (GRU state kept).")
-    ] = "window",
+        StateMode,
+        typer.Option(
+            case_sensitive=False,
+            help="window (GRU from zero per window) or carry (GRU state kept).",
+        ),
+    ] = StateMode.window,
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of P(keyword) over time.")] = None,
     save_triggers: Annotated[
@@ -502,7 +400,7 @@ def calibrate(
             "of the real keyword clips (the false alarms per hour it costs are measured).",
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    force: Force = False,
     json_out: JsonOut = False,
 ) -> None:
     """Choose the threshold that meets a false-alarms-per-hour target; store it in the model."""
@@ -529,35 +427,32 @@ def calibrate(
 def export(
     model: Annotated[Path, typer.Argument(help="kws checkpoint (float or fp16).")],
     format: Annotated[
-        str, typer.Option(help="torchscript (stateful streaming) or onnx (window scorer).")
-    ] = "torchscript",
+        ExportFormat,
+        typer.Option(
+            case_sensitive=False, help="torchscript (stateful streaming) or onnx (window scorer)."
+        ),
+    ] = ExportFormat.torchscript,
     out: Annotated[
         Path | None,
         typer.Option(help="(default: MODEL.streaming.ts / MODEL.window.onnx beside it)"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    force: Force = False,
 ) -> None:
     """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch) or ONNX."""
+    from kwscli.export import export_model
     from kwscli.report import console
 
-    if format == "onnx":
-        from kwscli.export import export_onnx
-
-        path = export_onnx(model, out, force)
+    path = export_model(model, format, out, force)
+    if format == ExportFormat.onnx:
         console.print(
             f"ONNX window scorer → {path}\n  input 'audio' (windows, samples) at 16 kHz, output "
             "'p_keyword': keep the stream's last window and score it every step (see README)"
         )
-        return
-    if format != "torchscript":
-        raise ConfigError(f"--format {format!r}: expected torchscript or onnx")
-    from kwscli.export import export_torchscript
-
-    path = export_torchscript(model, out, force)
-    console.print(
-        f"streaming TorchScript → {path}\n  m = torch.jit.load({str(path)!r}); "
-        "probs = m(chunk_16k_float32); m.reset()"
-    )
+    else:
+        console.print(
+            f"streaming TorchScript → {path}\n  m = torch.jit.load({str(path)!r}); "
+            "probs = m(chunk_16k_float32); m.reset()"
+        )
 
 
 @app.command()
@@ -674,10 +569,8 @@ def data_download(
     from kwscli.data import download as dl
     from kwscli.report import CountProgress, console
 
-    if version not in dl.DATASETS:
-        raise ConfigError(f"--version {version!r}: expected one of {', '.join(dl.DATASETS)}")
     if from_archive is not None:
-        root = dl.extract_archive(from_archive, dest / dl.DATASETS[version].name, version=version)
+        root = dl.install_archive(from_archive, dest, version)
         console.print(f"extracted → {root}")
         return
     with CountProgress(f"speech commands {version}", unit_bytes=True) as progress:

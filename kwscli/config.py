@@ -48,40 +48,31 @@ class Choice(str, Enum):
         return None
 
 
-class Split(Choice):
-    official = "official"
-    random = "random"
+def choices(name: str, *values: str) -> type[Choice]:
+    """A Choice whose members are named as their values."""
+    return Choice(name, [(v, v) for v in values], module=__name__)
 
 
-class LrSchedule(Choice):
-    constant = "constant"
-    cosine = "cosine"
+Split = choices("Split", "official", "random")
+LrSchedule = choices("LrSchedule", "constant", "cosine")
+Loss = choices("Loss", "mse", "ce", "kl")  # the logit losses of kwscli/distill.py
+# how an int8 checkpoint keeps its conv layer (its GRU and linear layers are int8)
+ConvPrecision = choices("ConvPrecision", "float", "int8", "fp16")
+StateMode = choices("StateMode", "window", "carry")  # how a stream runs the GRU (streaming.py)
+ExportFormat = choices("ExportFormat", "torchscript", "onnx")
 
 
-class Loss(Choice):
-    """The logit losses of kwscli/distill.py."""
-
-    mse = "mse"
-    ce = "ce"
-    kl = "kl"
-
-
-class ConvPrecision(Choice):
-    """How an int8 checkpoint keeps its conv layer (the GRU and linear layers are int8)."""
-
-    float = "float"
-    int8 = "int8"
-    fp16 = "fp16"
-
-
-def flags(*names: str, default_help: str | None = None) -> dict:
-    """Field metadata for the CLI: the flag names when they are not just `--field-name` (the
-    first is the main one), and how to show a default that is not a plain value."""
+def flags(*names: str, default_help: str | None = None, metavar: str | None = None) -> dict:
+    """Field metadata for the CLI (kwscli/options.py): the flag names when they are not just
+    `--field-name` (the first is the main one), how to show a default that is not a plain value,
+    and the value's placeholder in `--help`."""
     extra: dict[str, Any] = {}
     if names:
         extra["flags"] = list(names)
     if default_help is not None:
         extra["default_help"] = default_help
+    if metavar is not None:
+        extra["metavar"] = metavar
     return {"json_schema_extra": extra}
 
 
@@ -155,7 +146,12 @@ class TrainConfig(_Strict):
     )
     grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds sampling, augmentation, init.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto|cpu|cuda.")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where to train: auto (a GPU when there is one), cpu, cuda or cuda:N.",
+        **flags(metavar="DEVICE"),
+    )
     augment: bool = Field(True, description="Noise/gain/SpecAugment on training batches.")
     amp: bool = Field(False, description="Mixed precision: fp16 autocast on CUDA, bf16 on CPU.")
     epoch_size: int | None = Field(
@@ -174,7 +170,9 @@ class DataConfig(_Strict):
     """Which dataset and split (Speech Commands layout: <word>/<speaker>_nohash_<n>.wav)."""
 
     path: str = Field(
-        "data/synth", description="Dataset root folder (<word>/*.wav).", **flags("--data")
+        "data/synth",
+        description="Dataset root folder (<word>/*.wav).",
+        **flags("--data", metavar="DIR"),
     )
     keyword: str = Field("sheila", min_length=1, description="Folder name of the keyword.")
     split: Split = Field(
@@ -191,7 +189,7 @@ class DataConfig(_Strict):
     )
     select_on: str | None = Field(
         None,
-        **flags("--select-on", default_help="the validation split"),
+        **flags(default_help="the validation split", metavar="DIR"),
         description="A small real dataset (Speech Commands layout, every clip used) that picks "
         "the best epoch by its au_fa_fr instead of the validation split: synthetic validation "
         "cannot tell when a model stops improving on real voices.",
@@ -204,7 +202,9 @@ LOSSES = tuple(loss.value for loss in Loss)
 class DistillConfig(_Strict):
     """How a student learns from its teacher (see kwscli/distill.py for each formula)."""
 
-    teacher: str = Field("runs/teacher/model.pt", description="Teacher checkpoint.")
+    teacher: str = Field(
+        "runs/teacher/model.pt", description="Teacher checkpoint.", **flags(metavar="FILE.pt")
+    )
     loss: Loss = Field(Loss.kl, description="Logit loss: mse, ce or kl.")
     temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T (ce, kl).")
     alpha: float = Field(1.0, ge=0, le=1, description="alpha*distill + (1-alpha)*CE(labels).")
@@ -257,9 +257,14 @@ class RunConfig(_Strict):
     """Everything one training run needs; saved beside its checkpoint."""
 
     name: str = Field(
-        "teacher", pattern=r"^[A-Za-z0-9._-]+$", description="Run name: the run folder's name."
+        "teacher",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Run name: the run folder's name.",
+        **flags(metavar="NAME"),
     )
-    runs_dir: str = Field("runs", description="Where run folders go: RUNS_DIR/NAME/.")
+    runs_dir: str = Field(
+        "runs", description="Where run folders go: RUNS_DIR/NAME/.", **flags(metavar="DIR")
+    )
     data: DataConfig = DataConfig()
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()

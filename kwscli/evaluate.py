@@ -127,15 +127,25 @@ def evaluate_checkpoint(
     path: str | Path,
     data_path: str | Path | None = None,
     split: str = "val",
-    fars: tuple[float, ...] = DEFAULT_FARS,
+    fars: tuple[float, ...] | None = None,
     latency: bool = True,
     progress=None,
 ) -> ModelReport:
+    """Score one checkpoint on a split: au_fa_fr, FRR at the false-alarm rates `fars` (default
+    DEFAULT_FARS), size, MACs, latency."""
+    fars = check_fars(fars)
     ckpt = load_checkpoint(path)
     model = build_model(ckpt)
     data = load_split(ckpt, data_path, split, progress)
     probs = probabilities(predict_logits(model, data.features))
     return build_report(model, ckpt, probs, data, fars, latency)
+
+
+def check_fars(fars) -> tuple[float, ...]:
+    fars = tuple(fars) if fars else DEFAULT_FARS
+    if any(not 0 <= x <= 1 for x in fars):
+        raise ConfigError(f"--far {list(fars)}: false-alarm rates are between 0 and 1")
+    return fars
 
 
 def build_report(

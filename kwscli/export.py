@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
-from kwscli.errors import KwsError
+from kwscli.config import ExportFormat
+from kwscli.errors import ConfigError, KwsError
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LogMel
@@ -128,3 +129,16 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
             dynamo=False,
         )
     return out
+
+
+def export_model(
+    path: str | Path, format: str = "torchscript", out: str | Path | None = None, force=False
+) -> Path:
+    """`kws export`: the streaming TorchScript module or the ONNX window scorer."""
+    try:
+        fmt = ExportFormat(format)
+    except ValueError:
+        raise ConfigError(f"--format {format!r}: expected torchscript or onnx") from None
+    if fmt == ExportFormat.onnx:
+        return export_onnx(path, out, force)
+    return export_torchscript(path, out, force)

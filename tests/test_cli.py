@@ -68,12 +68,12 @@ def test_print_config_shows_resolved_values_flags_over_file(tmp_path):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--stride", "0", "8"], "model.stride[0]"),
-        (["--hidden-size", "-3"], "model.hidden_size"),
+        (["--stride", "0", "8"], "--stride[0]"),
+        (["--hidden-size", "-3"], "--hidden-size"),
         (["--kernel-size", "5", "500"], "no time steps"),
         (["--kernel-size", "41", "20"], "no output rows"),
-        (["--lr", "0"], "train.learning_rate"),
-        (["--device", "tpu"], "train.device"),
+        (["--lr", "0"], "--lr"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_invalid_values_exit_2_with_field_message(args, needle):

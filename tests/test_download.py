@@ -28,7 +28,7 @@ from kwscli.data.download import (
     download_dataset,
     extract_archive,
 )
-from kwscli.errors import DataError, DownloadError
+from kwscli.errors import ConfigError, DataError, DownloadError
 
 PATH = "/speech_commands_v0.01.tar.gz"
 ROOT_NAME = "speech_commands_v0.01"
@@ -279,8 +279,8 @@ def test_timeout_is_a_download_error(server: _Server, tmp_path: Path) -> None:
     assert time.monotonic() - start < 1.0
 
 
-def test_unknown_version_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="expected one of v0.01, v0.02"):
+def test_unknown_version_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected one of v0.01, v0.02"):
         download_dataset("v9", tmp_path)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from kwscli.errors import DataError, DownloadError
+from kwscli.errors import ConfigError, DataError, DownloadError
 
 MARKER = ".kws_complete"  # written last; its presence means the dataset directory is complete
 CHUNK = 1 << 20
@@ -86,11 +86,7 @@ def download_dataset(
     `url` points at a mirror (or a test server); `expected_size` overrides the registry size.
     A complete dataset returns at once without touching the network.
     """
-    if version not in DATASETS:
-        raise DataError(
-            f"unknown Speech Commands version {version!r}: expected one of {', '.join(DATASETS)}"
-        )
-    source = DATASETS[version]
+    source = DATASETS[_check_version(version)]
     dest = Path(dest)
     root = dest / source.name
     if (root / MARKER).is_file():
@@ -241,6 +237,17 @@ def _int(value: str | None) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _check_version(version: str) -> str:
+    if version not in DATASETS:
+        raise ConfigError(f"--version {version!r}: expected one of {', '.join(DATASETS)}")
+    return version
+
+
+def install_archive(archive: Path, dest: Path, version: str) -> Path:
+    """A tarball downloaded by hand, extracted where `download_dataset` would put `version`."""
+    return extract_archive(archive, Path(dest) / DATASETS[_check_version(version)].name, version)
 
 
 def extract_archive(archive: Path, dest: Path, version: str | None = None) -> Path:

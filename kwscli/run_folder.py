@@ -1,0 +1,128 @@
+"""A run's folder: created and checked before work, one run at a time (a lock), resumed only
+with the same settings, an earlier run replaced only with --force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kwscli import engine
+from kwscli.config import RunConfig
+from kwscli.errors import ConfigError, KwsError
+from kwscli.files import atomic_write
+
+RUN_FILES = ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json")
+
+
+def open_run_dir(cfg: RunConfig, resume: bool) -> Path:
+    """The run folder, created and checked writable before any work starts."""
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    if resume and not (run_dir / engine.LAST).is_file():
+        raise KwsError(f"{run_dir}: nothing to resume (no {engine.LAST}); drop --resume")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise KwsError(f"{run_dir}: cannot write there ({exc.strerror})") from None
+    return run_dir
+
+
+RESUMABLE_CHANGES = ("name", "runs_dir", "train.num_epochs", "train.device")
+
+
+def check_resume_settings(cfg: RunConfig, run_dir: Path) -> None:
+    """--resume continues the same run: only the epoch count and the device may change."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # killed before its config was written: nothing to compare against
+    changed = [
+        k for k in _differences(saved, cfg.model_dump(mode="json")) if k not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume with settings that differ from the run in {run_dir}: {', '.join(changed)} "
+            "(only the number of epochs and the device may change; use --name for a new run)"
+        )
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def previous_run(run_dir: Path, force: bool) -> list[Path]:
+    """The files of an earlier run here: refused unless --force, and then returned so they can
+    be removed once the new run is known to start (held under the run lock)."""
+    existing = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing and not force:
+        raise KwsError(
+            f"{run_dir} already holds a run ({', '.join(f.name for f in existing)}); use --resume "
+            "to continue it, --force to replace it, or --name for a new one"
+        )
+    return existing
+
+
+class run_lock:
+    """`with run_lock(run_dir):` one training run per folder at a time. The lock file names the
+    process holding it; a lock left by a process that no longer exists is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self) -> run_lock:
+        import os
+
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.path)
+                if holder is not None and _alive(holder):
+                    raise KwsError(
+                        f"{self.path.parent} is in use by another kws run (pid {holder}); wait "
+                        "for it to finish or pick another --name"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise KwsError(f"{self.path}: could not take the run lock; remove it if no run is active")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
+    import yaml
+
+    with atomic_write(run_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
