@@ -108,3 +108,14 @@ def tiny_teacher_args(data: Path, runs: Path, name: str) -> list[str]:
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# Tests that need a trained model (a teacher trained through the CLI, ~5 s once, then whole
+# commands on it) are slow: the quick subset (`pytest -m "not slow"`) is the unit level.
+NEEDS_TRAINING = {"trained_teacher"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if NEEDS_TRAINING & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

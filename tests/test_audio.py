@@ -144,6 +144,7 @@ def test_log_mel_matches_independent_numpy_front_end():
     np.testing.assert_allclose(ours, numpy_log_mel(x), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_log_mel_matches_torchaudio_course_recipe():
     rng = np.random.default_rng(1)
     x = torch.from_numpy((0.1 * rng.standard_normal((3, SR))).astype(np.float32))

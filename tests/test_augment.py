@@ -210,6 +210,7 @@ def test_mixup_against_mixing_the_waveforms():
     assert (out[0][loud] - ref[loud]).abs().median() < 0.1
 
 
+@pytest.mark.slow
 def test_mixup_share_sets_how_many_clips_change_and_zero_changes_none():
     x = _clips(400)
     gen = torch.Generator().manual_seed(5)

@@ -34,6 +34,7 @@ def one_line_error(res, *needles: str) -> None:
 # ---------------------------------------------------------------- startup
 
 
+@pytest.mark.slow
 def test_help_does_not_import_torch():
     code = (
         "import sys; from kwscli.cli import app; from typer.testing import CliRunner;"
@@ -43,6 +44,7 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_python_m_kwscli_runs():
     out = subprocess.run(
         [sys.executable, "-m", "kwscli", "--version"], capture_output=True, text=True, check=True
@@ -178,6 +180,7 @@ def test_existing_run_is_not_overwritten(trained_teacher):
     assert trained_teacher.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_without_a_run_is_an_error(tiny_dataset, tmp_path):
     res = kws("teacher", "--data", tiny_dataset, "--runs-dir", tmp_path, "--resume")
     one_line_error(res, "nothing to resume")
@@ -202,6 +205,7 @@ def test_unknown_keyword(tiny_dataset, tmp_path):
     one_line_error(res, "'marvin' is not a folder", "sheila")
 
 
+@pytest.mark.slow
 def test_corrupt_and_empty_wavs_are_skipped_and_counted(tmp_path):
     ds = make_dataset(tmp_path / "ds", {"sheila": 20, "yes": 20})
     (ds / "yes" / "corrupt_nohash_0.wav").write_bytes(b"RIFF\x00\x01garbage" * 10)
@@ -284,6 +288,7 @@ def test_help_texts_keep_their_bracketed_defaults():
     assert "bundled" in res.output and "model's" in res.output
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_very_val_set_training_used_random_split(tiny_dataset, tmp_path):
     """A random split is re-created from the checkpoint (mode, split seed, fraction), whatever
     the training seed: evaluate's val au_fa_fr equals the one training recorded, exactly."""
@@ -314,6 +319,7 @@ def test_evaluate_scores_the_very_val_set_training_used_random_split(tiny_datase
     assert report["clips"] == round(180 * 0.2)  # the 20 % val share of the 180 clips
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_but_allows_more_epochs(tiny_dataset, tmp_path):
     base = [
         "teacher",

@@ -119,6 +119,7 @@ def test_fp16_round_trip_runs_in_half_and_stays_close(float_ckpt, tmp_path):
     assert diff < 2e-3  # stated tolerance for fp16
 
 
+@pytest.mark.slow
 def test_sizes_shrink_as_expected(float_ckpt):
     base = model_cost(float_ckpt).size_bytes
     fp16 = model_cost(to_fp16(float_ckpt)).size_bytes

@@ -273,6 +273,7 @@ run_dicts = st.fixed_dictionaries(
         st.tuples(st.just(RunConfig), run_dicts),
     )
 )
+@pytest.mark.slow
 def test_random_settings_give_a_config_or_config_error(case):
     cls, data = case
     try:

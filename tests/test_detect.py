@@ -168,6 +168,7 @@ def test_detect_bad_state_and_bad_model(model_pt, tmp_path):
     assert res.exit_code == 1 and "not a readable checkpoint" in res.output
 
 
+@pytest.mark.slow
 def test_detect_plot_and_save_triggers(model_pt, tmp_path):
     wav = _wav(tmp_path / "a.wav", 3.0)
     plot, trig = tmp_path / "p.png", tmp_path / "trig"
@@ -194,6 +195,7 @@ def test_detect_plot_and_save_triggers(model_pt, tmp_path):
     assert sr == 16000 and 0.5 < len(audio) / sr <= 3.0
 
 
+@pytest.mark.slow
 def test_calibrate_meets_the_target_on_the_negatives_it_read(model_pt, tmp_path):
     neg = tmp_path / "neg"
     neg.mkdir()
@@ -263,6 +265,7 @@ def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp
     np.testing.assert_allclose(exported, ref.probs[: len(exported)], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_export_refuses_int8_and_unknown_formats(model_pt, tmp_path):
     q = tmp_path / "q.pt"
     assert runner.invoke(app, ["quantize", str(model_pt), "--out", str(q)]).exit_code == 0
@@ -358,6 +361,7 @@ def test_bundled_models_are_self_describing_and_calibrated():
                 assert state["real_frr"] <= 0.2 and state["fa_per_hour"] > cal["target_fa_per_hour"]
 
 
+@pytest.mark.slow
 def test_export_onnx_window_scorer_matches_detect(model_pt, tmp_path):
     """The ONNX graph, run by onnxruntime on the last window of audio at each step, gives the
     probabilities `kws detect --state window` gives at that step."""
@@ -413,6 +417,7 @@ def test_calibrate_says_when_no_threshold_meets_the_target(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_compressing_a_calibrated_model_flags_its_threshold(model_pt, tmp_path):
     neg = _wav(tmp_path / "n.wav", 20.0)
     cal = tmp_path / "cal.pt"

@@ -121,6 +121,7 @@ def test_resample_attention_follows_time_not_index():
     assert out.argmax().item() == (student_centres - 49.5).abs().argmin().item()
 
 
+@pytest.mark.slow
 def test_attention_distillation_pulls_student_attention_toward_teacher():
     teacher, student = _pair(1)
     x, y = torch.randn(16, 40, 101), torch.randint(0, 2, (16,))
@@ -332,6 +333,7 @@ def test_similarity_preserving_by_hand():
     assert SimilarityPreserving()(e, 3 * e @ rot).item() == pytest.approx(0.0, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_similarity_term_adds_to_the_criterion_and_pulls_embeddings_together():
     torch.manual_seed(0)
     cfg = ModelConfig(

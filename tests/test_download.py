@@ -271,6 +271,7 @@ def test_connection_refused_is_a_clear_download_error(tmp_path: Path) -> None:
     assert "urlopen error" not in message
 
 
+@pytest.mark.slow
 def test_timeout_is_a_download_error(server: _Server, tmp_path: Path) -> None:
     server.stall = 1.0
     start = time.monotonic()

@@ -218,6 +218,7 @@ def test_predict_without_labels_and_on_nothing():
     assert empty.shape == (0,)
 
 
+@pytest.mark.slow
 def test_cosine_schedule_decays_the_rate_per_epoch_and_records_it(tmp_path):
     """lr_schedule=cosine: epoch e runs at lr*(1+cos(pi*(e-1)/E))/2, written to the history; a
     resumed run follows the same schedule."""
@@ -295,6 +296,7 @@ def test_sampling_weights_decide_which_clips_are_drawn(tmp_path):
     assert hits[1] > hits[0]  # three times the weight: drawn more often (36 draws)
 
 
+@pytest.mark.slow
 def test_a_selection_set_picks_the_best_epoch_by_its_own_au_fa_fr(tmp_path):
     """With a selection set (`--select-on`), the best epoch is the lowest au_fa_fr there (val
     breaking ties), recorded per epoch and in the checkpoint, recomputable from model.pt."""

@@ -57,6 +57,7 @@ def test_espeak_says_sheila_as_expected():
     assert said.phonemes == "ʃˈiːlə" and said.matches and not said.driven
 
 
+@pytest.mark.slow
 def test_hibari_mispronounces_sheila_and_is_driven_from_phonemes():
     pytest.importorskip("hibari")
     said = check_pronunciation(load_engines(["hibari"]), "sheila", EXPECTED_PHONEMES["sheila"])

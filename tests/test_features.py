@@ -66,6 +66,7 @@ def test_features_equal_an_independent_log_mel(small_ds, cache_dir):
         assert fs.energy[i].item() == pytest.approx(np.sum(audio[:16000] ** 2) / 16_000, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_is_written_under_kws_cache_dir_and_reused(noisy_ds, cache_dir, monkeypatch):
     index = scan_dataset(noisy_ds, "sheila")
     first = load_features(index, FEAT)
@@ -144,6 +145,7 @@ def test_noise_bank_shapes_and_energy(noisy_ds):
     assert torch.all(power >= 0)
 
 
+@pytest.mark.slow
 def test_noise_bank_of_features_and_none_without_noise(noisy_ds, small_ds, tmp_path, cache_dir):
     fs = load_features(scan_dataset(noisy_ds, "sheila"), FEAT)
     assert fs.noise_power.shape == (512, 40, 101) and fs.noise_energy.shape == (512,)

@@ -126,6 +126,7 @@ unit_floats = st.floats(0.0, 1.0, allow_nan=False)
         )
     )
 )
+@pytest.mark.slow
 def test_au_fa_fr_matches_course_loop_on_random_arrays(case):
     p, y = case
     ref = au_fa_fr_reference(p, y)
@@ -178,6 +179,7 @@ def test_fa_fr_curve_is_monotonic_from_all_firing_to_none(case):
     ),
     st.sampled_from([0.0, 0.01, 0.1, 0.25, 0.5, 1.0]),
 )
+@pytest.mark.slow
 def test_frr_at_far_matches_a_brute_force_scan(case, target):
     p, y = case
     t, far, frr = brute_operating_point(p, y, target)

@@ -175,6 +175,7 @@ def test_second_run_into_the_same_folder_is_refused(tiny_dataset, tmp_path):
     assert (run / ".lock").read_text() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_process_is_taken_over(tiny_dataset, tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -257,6 +258,7 @@ def test_crafted_pickle_is_refused_everywhere_and_never_runs(evil, trained_teach
     data=st.binary(max_size=2048),
     header=st.sampled_from([b"", b"RIFF", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS"]),
 )
+@pytest.mark.slow
 def test_random_bytes_as_audio_give_only_clear_errors(tmp_path, data, header):
     from kwscli.audio import load_wav
     from kwscli.detect import detect_file

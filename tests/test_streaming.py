@@ -49,6 +49,7 @@ def _offline_frames(detector, audio) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("config", SHAPES)
+@pytest.mark.slow
 def test_window_mode_equals_the_offline_model_on_each_window(config):
     torch.manual_seed(0)
     model = CRNN(config, 40).eval()

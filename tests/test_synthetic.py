@@ -50,6 +50,7 @@ def speaker(rel: str) -> str:
     return rel.split("/")[1].split("_nohash_")[0]
 
 
+@pytest.mark.slow
 def test_every_word_folder_and_clip_count(tiny):
     root, report, _ = tiny
     folders = {p.name for p in root.iterdir() if p.is_dir()}
@@ -143,6 +144,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tiny, tmp_path):
     assert digest(tmp_path / "two") == digest(root)
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_audio(tiny, tmp_path):
     root, _, _ = tiny
     other = digest(synthesize_dataset(tmp_path / "o", workers=1, **{**TINY, "seed": 4}).root)
@@ -160,6 +162,7 @@ def test_refuses_a_non_empty_folder_and_never_deletes_a_foreign_one(tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_force_replaces_an_earlier_synthetic_dataset(tmp_path):
     out = tmp_path / "d"
     small = {**TINY, "num_clips": 40}
