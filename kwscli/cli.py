@@ -160,13 +160,12 @@ def teacher(
 ) -> None:
     """Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."""
     from kwscli.config import RunConfig, build_config
-    from kwscli.train import train_teacher
 
     cfg = build_config(RunConfig, config, overrides)
     if print_config:
         _print_config(cfg)
         return
-    _train(train_teacher, cfg, resume, force)
+    _train(cfg, resume, force)
 
 
 @app.command(cls=SettingsCommand)
@@ -180,7 +179,6 @@ def distill(
 ) -> None:
     """Distil a teacher into a small student (default: the SPEC's final student shape)."""
     from kwscli.student import student_config
-    from kwscli.train import train_student
 
     cfg, warnings = student_config(config, overrides)
     for w in warnings:
@@ -188,15 +186,16 @@ def distill(
     if print_config:
         _print_config(cfg)
         return
-    _train(train_student, cfg, resume, force)
+    _train(cfg, resume, force)
 
 
-def _train(fn, cfg, resume: bool, force: bool) -> None:
+def _train(cfg, resume: bool, force: bool) -> None:
     from kwscli.report import PlottingCallbacks, TrainingProgress, console
+    from kwscli.train import train_run
 
     run_dir = Path(cfg.runs_dir) / cfg.name
     with TrainingProgress() as shown:
-        result = fn(cfg, resume, force, PlottingCallbacks(shown, run_dir), shown.cache)
+        result = train_run(cfg, resume, force, PlottingCallbacks(shown, run_dir), shown.cache)
     skipped = result.extras.get("skipped") or []
     if skipped:
         _warn(f"skipped {len(skipped)} unreadable files, e.g. {skipped[0]}")
@@ -267,14 +266,21 @@ def evaluate(
         console.print(f"plot → {w}")
 
 
+FloatModel = Annotated[Path, typer.Argument(help="Float kws checkpoint.")]
+CompressedOut = Annotated[
+    Path | None, typer.Option(help="(default: MODEL.int8.pt / MODEL.fp16.pt beside it)")
+]
+Tolerance = Annotated[
+    float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
+]
+
+
 @app.command()
 def quantize(
-    model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
-    out: Annotated[Path | None, typer.Option(help="(default: MODEL.int8.pt beside it)")] = None,
+    model: FloatModel,
+    out: CompressedOut = None,
     data: DataDir = None,
-    tolerance: Annotated[
-        float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
-    ] = 0.1,
+    tolerance: Tolerance = 0.1,
     force: Force = False,
     json_out: JsonOut = False,
     conv: Annotated[
@@ -290,12 +296,10 @@ def quantize(
 
 @app.command()
 def fp16(
-    model: Annotated[Path, typer.Argument(help="Float kws checkpoint.")],
-    out: Annotated[Path | None, typer.Option(help="(default: MODEL.fp16.pt beside it)")] = None,
+    model: FloatModel,
+    out: CompressedOut = None,
     data: DataDir = None,
-    tolerance: Annotated[
-        float, typer.Option(help="Warn when au_fa_fr grows by more than this fraction.")
-    ] = 0.1,
+    tolerance: Tolerance = 0.1,
     force: Force = False,
     json_out: JsonOut = False,
 ) -> None:

@@ -1,8 +1,8 @@
 """Assemble a training run: dataset → cached features → model → the engine, into a run folder.
 
-`kws teacher` calls `train_teacher`, `kws distill` `train_student` (a distillation loss); both
-take the one path, `train_model`. The folder itself (lock, resume, replace) is run_folder.py; a
-student's settings are student.py.
+`kws teacher` and `kws distill` call `train_run`: a teacher learns with cross-entropy, a student
+with the distillation loss of `distillation`; both take the one path, `train_model`. The folder
+itself (lock, resume, replace) is run_folder.py; a student's settings are student.py.
 """
 
 from __future__ import annotations
@@ -87,26 +87,31 @@ def cross_entropy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
     return F.cross_entropy(model(x), y)
 
 
-def train_teacher(
+def train_run(
     cfg: RunConfig,
     resume: bool = False,
     force: bool = False,
     callbacks: engine.Callbacks | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> engine.TrainResult:
+    """Train what `cfg` describes: a teacher (cross-entropy), or with `cfg.distill` a student."""
+    if cfg.distill is None:
+        kind, criterion, provenance, sampling = (
+            "teacher",
+            cross_entropy,
+            Provenance(loss="ce"),
+            None,
+        )
+    else:
+        kind, (criterion, provenance, sampling) = "student", distillation(cfg)
     return train_model(
-        cfg, "teacher", cross_entropy, Provenance(loss="ce"), resume, force, callbacks, progress
+        cfg, kind, criterion, provenance, resume, force, callbacks, progress, sampling
     )
 
 
-def train_student(
-    cfg: RunConfig,
-    resume: bool = False,
-    force: bool = False,
-    callbacks: engine.Callbacks | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> engine.TrainResult:
-    """Distil `cfg.distill.teacher` into the student `cfg.model` with the loss in `cfg.distill`."""
+def distillation(cfg: RunConfig):
+    """The loss, provenance and sampling that distil `cfg.distill.teacher` into the student
+    `cfg.model` with the loss in `cfg.distill`."""
     from kwscli.distill import (
         AttentionTransfer,
         DistillationCriterion,
@@ -144,9 +149,7 @@ def train_student(
             metrics=teacher_ckpt.metrics,
         ),
     )
-    return train_model(
-        cfg, "student", criterion, provenance, resume, force, callbacks, progress, sampling
-    )
+    return criterion, provenance, sampling
 
 
 def train_model(

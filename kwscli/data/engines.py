@@ -40,12 +40,6 @@ ENGINES = ("espeak", "hibari", "piper", "flite")
 VOICES_EXTRA = 'pip install "kws[voices]"'
 # The keyword's expected pronunciation (IPA), for the built-in keyword.
 EXPECTED_PHONEMES = {"sheila": "ʃˈiːlə"}
-HIBARI_SPEED = (0.75, 1.35)
-HIBARI_PITCH = (0.75, 1.35)  # f0 factor
-HIBARI_FORMANT = (0.88, 1.15)  # resample factor: >1 shifts formants (and pitch) up
-PIPER_LENGTH = (0.75, 1.4)
-PIPER_NOISE = (0.3, 1.0)
-PIPER_NOISE_W = (0.3, 1.2)
 
 
 @dataclass(frozen=True)
@@ -206,6 +200,12 @@ class _EspeakSession(Session):
         return self._tts.say(text, speaker.voice, rate, pitch, pitch_range)
 
 
+HIBARI_SPEED = (0.75, 1.35)
+HIBARI_PITCH = (0.75, 1.35)  # f0 factor
+# resample factor: >1 shifts formants (and pitch) up; flite draws from it too
+HIBARI_FORMANT = (0.88, 1.15)
+
+
 class HibariEngine(Engine):
     name = "hibari"
     can_take_phonemes = True
@@ -277,6 +277,11 @@ class _HibariSession(Session):
         # formants: play the 24 kHz audio as if recorded at rate*formant (shorter, higher)
         rate = round(tts.sample_rate * formant / 400) * 400
         return resample(np.asarray(audio, np.float32), rate)
+
+
+PIPER_LENGTH = (0.75, 1.4)
+PIPER_NOISE = (0.3, 1.0)
+PIPER_NOISE_W = (0.3, 1.2)
 
 
 class PiperEngine(Engine):
