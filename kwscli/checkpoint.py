@@ -28,6 +28,8 @@ from kwscli.config import (
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_torch_save
 
+BUNDLED = Path(__file__).parent / "assets"
+BUNDLED_NAMES = ("student", "teacher")
 FORMAT = "kws-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("teacher", "student", "int8", "fp16")
@@ -149,11 +151,34 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     return path
 
 
+def bundled_model(name: str = "student") -> Path:
+    """A model that ships with kws (`student`, the default detector, or `teacher`):
+    $KWS_MODELS_DIR/NAME.pt, else the one in the package."""
+    import os
+
+    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}.pt"
+    if not path.is_file():
+        raise CheckpointError(
+            f"no bundled {name} model at {path}; pass --model FILE.pt (a checkpoint)"
+        )
+    return path
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A checkpoint path, or the name of a bundled model (`teacher`, `student`) where no file
+    of that name exists: `kws detect --model teacher`, `kws distill --teacher teacher`."""
+    path = Path(path)
+    if str(path) in BUNDLED_NAMES and not path.exists():
+        return bundled_model(str(path))
+    return path
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and check a kws checkpoint; anything else raises CheckpointError with one line."""
+    """Read and check a kws checkpoint (a path, or a bundled model's name); anything else
+    raises CheckpointError with one line."""
     import torch
 
-    path = Path(path)
+    path = resolve_model(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, expected a .pt checkpoint file")
     if not path.is_file():

@@ -23,7 +23,7 @@ from kwscli import metrics
 from kwscli.checkpoint import Checkpoint, Int8Info, SourceInfo
 from kwscli.config import ConvPrecision
 from kwscli.errors import ConfigError, KwsError
-from kwscli.evaluate import load_split, model_cost
+from kwscli.evaluate import load_split, missing_data, model_cost, trained_on_here
 from kwscli.files import check_output
 from kwscli.inference import (
     _quantize_dynamic,
@@ -160,6 +160,7 @@ class CompressionReport:
     distinct_after: int | None = None
     degraded: bool = False
     tolerance: float = 0.1
+    note: str | None = None  # why before and after were not compared
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,8 +189,9 @@ def compare_compressed(
         data=None,
         tolerance=tolerance,
     )
-    if data_path is None and not src.data_path:
-        return rep  # nothing to compare on; sizes still stand
+    if data_path is None and not trained_on_here(src):
+        rep.note = missing_data(src) + ": pass --data DIR to compare au_fa_fr"
+        return rep  # sizes still stand
     data = load_split(src, data_path, split)
     before, after = (
         predict_logits(src_model, data.features),

@@ -17,8 +17,8 @@ import numpy as np
 import soundfile as sf
 
 from kwscli.audio import check_finite, write_wav
-from kwscli.checkpoint import Checkpoint
-from kwscli.errors import AudioError, ConfigError, KwsError
+from kwscli.checkpoint import Checkpoint, bundled_model
+from kwscli.errors import AudioError, ConfigError
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
@@ -299,23 +299,10 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
-BUNDLED = Path(__file__).parent / "assets"
-
-
 @dataclass
 class DetectRun:
     results: list[FileResult]
     settings: dict
-
-
-def bundled_model(name: str = "student") -> Path:
-    """The default model `kws detect` uses: $KWS_MODELS_DIR/NAME.pt, else the one shipped."""
-    import os
-
-    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}.pt"
-    if not path.is_file():
-        raise KwsError(f"no bundled {name} model at {path}; pass --model FILE.pt")
-    return path
 
 
 def detect_files(

@@ -97,9 +97,9 @@ def load_split(
     """The clips of `split` from `data_path` (default: the dataset the model was trained on)."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    if data_path is None and not trained_on_here(ckpt):
+        raise KwsError(f"{ckpt.path}: {missing_data(ckpt)}; pass --data DIR")
     data_path = data_path or ckpt.data_path
-    if not data_path:
-        raise KwsError(f"{ckpt.path}: no dataset recorded in the checkpoint; pass --data DIR")
     index = training_split(ckpt, data_path, every_clip=split == "all")
     fs = load_features(index, ckpt.features, progress=progress)
     rows = fs.subset([index.paths[i] for i in index.splits.get(split, [])])
@@ -113,6 +113,18 @@ def load_split(
         len(fs.skipped),
         index.skipped_dirs,
     )
+
+
+def trained_on_here(ckpt: Checkpoint) -> bool:
+    """Whether the dataset the model was trained on is on this machine (the bundled models' is
+    not: they name the folder they were trained on, relative to the project)."""
+    return bool(ckpt.data_path) and Path(ckpt.data_path).is_dir()
+
+
+def missing_data(ckpt: Checkpoint) -> str:
+    if not ckpt.data_path:
+        return "no dataset recorded in the checkpoint"
+    return f"the dataset it was trained on ({ckpt.data_path}) is not on this machine"
 
 
 def training_split(ckpt: Checkpoint, data_path: str | Path, every_clip: bool = False):

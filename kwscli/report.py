@@ -216,7 +216,7 @@ def compression_table(rep) -> Table:
     )
     table.add_row("MACs 2s", "", _fmt_int(rep.macs_2s) + "  (unchanged: same arithmetic count)")
     if rep.au_fa_fr_before is None:
-        table.caption = "no dataset recorded: pass --data to compare au_fa_fr"
+        table.caption = rep.note
         return table
     table.add_row(
         f"val au_fa_fr ({rep.data})",

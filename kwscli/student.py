@@ -12,6 +12,11 @@ from kwscli.models.crnn import CRNN, count_parameters
 
 
 def load_teacher(path: str | Path) -> Checkpoint:
+    if str(path) == DistillConfig().teacher and not Path(path).exists():
+        raise KwsError(
+            f"{path}: no teacher trained yet: run `kws teacher` first, or pass --teacher FILE.pt "
+            "(`--teacher teacher` distils the bundled one)"
+        )
     ckpt = load_checkpoint(path)
     if ckpt.kind not in ("teacher", "student"):
         raise KwsError(

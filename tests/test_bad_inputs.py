@@ -368,7 +368,7 @@ ROWS: list[Row] = [
                  c.p("runs"), *QUICK], 0, "skipped 2 unreadable files"),
     # ------------------------------------------------------------------ distill
     R("distill", "no --teacher and no runs/teacher/model.pt", lambda c: ["--runs-dir", c.p("r")],
-      1, "runs/teacher/model.pt: checkpoint not found", nothing_under=("r",)),
+      1, "runs/teacher/model.pt: no teacher trained yet", nothing_under=("r",)),
     R("distill", "teacher path missing",
       lambda c: ["--teacher", c.p("nope.pt"), "--runs-dir", c.p("runs")], 1,
       "checkpoint not found", nothing_under=("runs",)),

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from kwscli.audio import load_wav
-from kwscli.checkpoint import load_checkpoint
+from kwscli.checkpoint import bundled_model, load_checkpoint
 from kwscli.config import FeatureConfig, conv_span
-from kwscli.detect import bundled_model
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel

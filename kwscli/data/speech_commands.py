@@ -53,7 +53,10 @@ def scan_dataset(
     """Index the wavs under `root` and assign each to train/val(/test)."""
     root = Path(root)
     if not root.exists():
-        raise DataError(f"{root}: dataset folder not found (create one with `kws data synth`)")
+        raise DataError(
+            f"{root}: dataset folder not found: pass --data DIR (a <word>/*.wav folder; "
+            "`kws data synth` makes one)"
+        )
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (expected a dataset root with <word>/*.wav)")
     dirs = sorted(d for d in root.iterdir() if d.is_dir())
