@@ -5,6 +5,7 @@ No tensor code here, and no torch import at module level, so `kws --help` stays 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -149,44 +150,46 @@ def _student_shown() -> dict[str, str]:
 # ---------------------------------------------------------------- commands
 
 
-@app.command(cls=SettingsCommand)
-@with_settings(student=False)
-def teacher(
-    overrides: dict,
-    config: ConfigFile = None,
-    print_config: PrintConfig = False,
-    resume: Resume = False,
-    force: ForceRun = False,
-) -> None:
-    """Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."""
-    from kwscli.config import RunConfig, build_config
+def _training_command(student: bool, doc: str):
+    """`kws teacher` and `kws distill`: a flag per setting (kwscli/options.py) and the run
+    controls; they differ only in how the settings resolve (a student's start from its teacher)."""
 
-    cfg = build_config(RunConfig, config, overrides)
-    if print_config:
-        _print_config(cfg)
-        return
-    _train(cfg, resume, force)
+    def command(
+        overrides: dict,
+        config: ConfigFile = None,
+        print_config: PrintConfig = False,
+        resume: Resume = False,
+        force: ForceRun = False,
+    ) -> None:
+        if student:
+            from kwscli.student import student_config
+
+            cfg, warnings = student_config(config, overrides)
+            for w in warnings:
+                _warn(w)
+        else:
+            from kwscli.config import RunConfig, build_config
+
+            cfg = build_config(RunConfig, config, overrides)
+        if print_config:
+            _print_config(cfg)
+            return
+        _train(cfg, resume, force)
+
+    command.__doc__ = doc
+    return with_settings(student, _student_shown() if student else None)(command)
 
 
-@app.command(cls=SettingsCommand)
-@with_settings(student=True, defaults=_student_shown())
-def distill(
-    overrides: dict,
-    config: ConfigFile = None,
-    print_config: PrintConfig = False,
-    resume: Resume = False,
-    force: ForceRun = False,
-) -> None:
-    """Distil a teacher into a small student (default: the SPEC's final student shape)."""
-    from kwscli.student import student_config
-
-    cfg, warnings = student_config(config, overrides)
-    for w in warnings:
-        _warn(w)
-    if print_config:
-        _print_config(cfg)
-        return
-    _train(cfg, resume, force)
+app.command("teacher", cls=SettingsCommand)(
+    _training_command(
+        False, "Train the teacher CRNN (defaults: the course baseline) into runs/NAME/."
+    )
+)
+app.command("distill", cls=SettingsCommand)(
+    _training_command(
+        True, "Distil a teacher into a small student (default: the SPEC's final student shape)."
+    )
+)
 
 
 def _train(cfg, resume: bool, force: bool) -> None:
@@ -275,36 +278,47 @@ Tolerance = Annotated[
 ]
 
 
-@app.command()
-def quantize(
-    model: FloatModel,
-    out: CompressedOut = None,
-    data: DataDir = None,
-    tolerance: Tolerance = 0.1,
-    force: Force = False,
-    json_out: JsonOut = False,
-    conv: Annotated[
-        ConvPrecision,
-        typer.Option(
-            case_sensitive=False, help="The conv layer: float (kept float32), int8 or fp16."
-        ),
-    ] = ConvPrecision.float,
-) -> None:
-    """int8 GRU and Linear weights (dynamic quantization); reports what changed."""
-    _compress("int8", model, out, data, tolerance, force, json_out, conv)
+ConvOption = Annotated[
+    ConvPrecision,
+    typer.Option(case_sensitive=False, help="The conv layer: float (kept float32), int8 or fp16."),
+]
 
 
-@app.command()
-def fp16(
-    model: FloatModel,
-    out: CompressedOut = None,
-    data: DataDir = None,
-    tolerance: Tolerance = 0.1,
-    force: Force = False,
-    json_out: JsonOut = False,
-) -> None:
-    """Half-precision weights (runs in fp16 on CPU and CUDA); reports what changed."""
-    _compress("fp16", model, out, data, tolerance, force, json_out)
+def _compress_command(kind: str, doc: str, conv_option: bool):
+    """`kws quantize` (kind int8, with --conv) and `kws fp16`: one signature, one body."""
+
+    def command(
+        model: FloatModel,
+        out: CompressedOut = None,
+        data: DataDir = None,
+        tolerance: Tolerance = 0.1,
+        force: Force = False,
+        json_out: JsonOut = False,
+        conv: ConvOption = ConvPrecision.float,
+    ) -> None:
+        _compress(kind, model, out, data, tolerance, force, json_out, conv)
+
+    command.__doc__ = doc
+    if not conv_option:
+        sig = inspect.signature(command, eval_str=True)
+        command.__signature__ = sig.replace(
+            parameters=[p for p in sig.parameters.values() if p.name != "conv"]
+        )
+    return command
+
+
+app.command("quantize")(
+    _compress_command(
+        "int8", "int8 GRU and Linear weights (dynamic quantization); reports what changed.", True
+    )
+)
+app.command("fp16")(
+    _compress_command(
+        "fp16",
+        "Half-precision weights (runs in fp16 on CPU and CUDA); reports what changed.",
+        False,
+    )
+)
 
 
 def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") -> None:
