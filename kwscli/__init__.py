@@ -1,3 +1,39 @@
-"""kws: train, compress, evaluate and run small keyword spotters."""
+"""kws: train, compress, evaluate and run small keyword spotters.
+
+The Python API (what `kws detect` runs):
+
+    import kwscli
+    spotter = kwscli.load()                 # the bundled student; a path; or "teacher"
+    spotter.detect("recording.wav")         # [Detection(start, end, time, peak)]
+    spotter.predict(chunk)                  # streaming: P(keyword) per completed step
+
+`kwscli.load`, `kwscli.Spotter` and `kwscli.Detection` are imported on first use, so `import
+kwscli` (and `kws --help`) stays free of torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+__all__ = ["Detection", "Spotter", "load"]
+
+if TYPE_CHECKING:
+    from kwscli.detect import Detection, Spotter
+
+
+def load(model: str = "student", state: str = "window", threshold: float | None = None) -> Spotter:
+    """A ready keyword spotter: `model` is a checkpoint path or a bundled model's name
+    (`student`, the default detector, or `teacher`); `state` is window or carry; `threshold`
+    defaults to the model's calibrated one."""
+    from kwscli.detect import Spotter
+
+    return Spotter(model, state, threshold)
+
+
+def __getattr__(name: str):
+    if name in ("Spotter", "Detection"):
+        from kwscli import detect
+
+        return getattr(detect, name)
+    raise AttributeError(f"module 'kwscli' has no attribute {name!r}")

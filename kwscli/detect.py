@@ -17,8 +17,8 @@ import numpy as np
 import soundfile as sf
 
 from kwscli.audio import check_finite, write_wav
-from kwscli.checkpoint import Checkpoint, bundled_model
-from kwscli.errors import AudioError, ConfigError
+from kwscli.checkpoint import Checkpoint
+from kwscli.errors import AudioError, CheckpointError, ConfigError
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
@@ -182,10 +182,9 @@ def detect_file(
         )
     t, p, c = (np.concatenate(x) if x else np.zeros(0) for x in (times, probs, focus))
     window_s = detector.window_seconds
-    result.detections = find_detections(t, p, c, threshold, refractory, window_s)
-    for d in result.detections:  # the flush's windows reach past the end of the file
-        d.end = min(d.end, result.duration)
-        d.time = min(d.time, d.end)
+    result.detections = _clip_to(
+        find_detections(t, p, c, threshold, refractory, window_s), result.duration
+    )
     if keep_trace:
         result.times, result.probs = t, p
     return result
@@ -299,6 +298,125 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
+class Spotter:
+    """A keyword spotter ready to run: a checkpoint, its streaming detector and its threshold.
+    What `kws detect` runs, and the Python API (`kwscli.load`):
+
+        import kwscli
+        spotter = kwscli.load()                    # the bundled student; or a path, or "teacher"
+        spotter.detect("recording.wav")            # [Detection(start, end, time, peak)], seconds
+        times, probs = spotter.scores(audio)       # a whole numpy array (16 kHz unless told)
+        for chunk in chunks:                       # live audio, any chunk size
+            probs = spotter.predict(chunk)         # P(keyword) per completed step (80 ms)
+            if (probs >= spotter.threshold).any(): ...
+    """
+
+    def __init__(
+        self, model: str | Path = "student", state: str = "window", threshold: float | None = None
+    ) -> None:
+        from kwscli.checkpoint import load_checkpoint
+
+        check_state(state)
+        self.checkpoint = ckpt = load_checkpoint(model)
+        if threshold is None:
+            threshold, self.threshold_from = stored_threshold(ckpt, state)
+            if not 0 < threshold < 1:  # NaN included
+                raise CheckpointError(
+                    f"{ckpt.path}: its stored threshold {threshold} is not a probability; "
+                    "recalibrate it (kws calibrate) or pass --threshold"
+                )
+        else:
+            self.threshold_from = "given"
+        self.threshold = check_threshold(threshold)
+        self.state = str(state)
+        self.detector = make_detector(ckpt, state)
+
+    @property
+    def keyword(self) -> str:
+        return self.checkpoint.keyword
+
+    @property
+    def sample_rate(self) -> int:
+        return self.checkpoint.features.sample_rate
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds between two outputs of `predict`."""
+        return self.detector.geometry.step_samples * self.detector.step / self.sample_rate
+
+    def settings(self) -> dict:
+        """What a detection depends on: model, keyword, threshold (and where it is from), state
+        mode, window and step."""
+        return {
+            "model": str(self.checkpoint.path),
+            "kind": self.checkpoint.kind,
+            "keyword": self.keyword,
+            "threshold": self.threshold,
+            "threshold_from": self.threshold_from,
+            "state": self.state,
+            "window_s": self.detector.window_seconds,
+            "step_s": self.step_seconds,
+            "refractory_s": REFRACTORY_S,
+        }
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self.detector.reset()
+
+    def predict(self, chunk: np.ndarray) -> np.ndarray:
+        """Feed the next chunk of a stream (1-D float, at `sample_rate`); get P(keyword) for each
+        step it completed (none for a chunk shorter than a step)."""
+        return self.detector.process(np.asarray(chunk, dtype=np.float32)).probs
+
+    def scores(self, audio: np.ndarray, sample_rate: int | None = None):
+        """(times, P(keyword)) over a whole recording given as a numpy array (mono, or channels
+        last), as `kws detect` scores a file: a fresh stream, silence after its end."""
+        from kwscli.audio import resample
+
+        audio = np.asarray(audio, dtype=np.float32)
+        audio = audio.mean(axis=1) if audio.ndim == 2 else audio
+        check_finite(audio, "audio")
+        audio = resample(audio, sample_rate or self.sample_rate, self.sample_rate)
+        self.reset()
+        outs = [self.detector.process(audio), self.detector.flush()]
+        self.reset()
+        self._focus = np.concatenate([o.focus for o in outs])
+        return np.concatenate([o.times for o in outs]), np.concatenate([o.probs for o in outs])
+
+    def detect(
+        self, source: str | Path | np.ndarray, sample_rate: int | None = None
+    ) -> list[Detection]:
+        """The keyword's detections in a file (any format soundfile reads) or a numpy array."""
+        if isinstance(source, np.ndarray):
+            times, probs = self.scores(source, sample_rate)
+            duration = len(source) / (sample_rate or self.sample_rate)
+            found = find_detections(
+                times,
+                probs,
+                self._focus,
+                self.threshold,
+                REFRACTORY_S,
+                self.detector.window_seconds,
+            )
+            return _clip_to(found, duration)
+        result = self.detect_file(source)
+        if result.error:
+            raise AudioError(result.error)
+        return result.detections
+
+    def detect_file(self, path: str | Path, keep_trace: bool = False) -> FileResult:
+        """One file, streamed in bounded memory; an unreadable file is reported in the result."""
+        return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
+
+
+def _clip_to(detections: list[Detection], duration: float) -> list[Detection]:
+    """The flush's windows reach past the end of the audio: keep times inside it."""
+    for d in detections:
+        d.end = min(d.end, duration)
+        d.time = min(d.time, d.end)
+    return detections
+
+
 @dataclass
 class DetectRun:
     results: list[FileResult]
@@ -315,34 +433,14 @@ def detect_files(
 ) -> DetectRun:
     """Detect in each file; a file that cannot be read is reported in its result, and the others
     still run."""
-    from kwscli.checkpoint import load_checkpoint
-
-    check_state(state)
-    if threshold is not None:
-        check_threshold(threshold)
-    ckpt = load_checkpoint(model or bundled_model())
-    source = "flag"
-    if threshold is None:
-        threshold, source = stored_threshold(ckpt, state)
-    detector = make_detector(ckpt, state)
-    f = ckpt.features
-    settings = {
-        "model": str(ckpt.path),
-        "kind": ckpt.kind,
-        "keyword": ckpt.keyword,
-        "threshold": threshold,
-        "threshold_from": source,
-        "state": state,
-        "window_s": detector.window_seconds,
-        "step_s": detector.stride_t * detector.step * f.hop_length / f.sample_rate,
-        "refractory_s": REFRACTORY_S,
-    }
+    spotter = Spotter(model or "student", state, threshold)
+    settings = spotter.settings()
     results = []
     for path in files:
-        r = detect_file(path, detector, threshold, keep_trace=keep_trace)
+        r = spotter.detect_file(path, keep_trace=keep_trace)
         if save_triggers_to is not None and not r.error and r.detections:
             r.notes.append(
-                f"saved {len(save_triggers(r, save_triggers_to, f.sample_rate))} "
+                f"saved {len(save_triggers(r, save_triggers_to, spotter.sample_rate))} "
                 f"trigger(s) to {save_triggers_to}"
             )
         results.append(r)

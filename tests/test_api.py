@@ -1,0 +1,72 @@
+"""The Python API (`kwscli.load` → Spotter): the same detections as `kws detect`, from a file, a
+numpy array at any rate, or a stream of chunks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+import kwscli
+from kwscli.audio import resample
+from kwscli.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
+from kwscli.cli import app
+from kwscli.errors import CheckpointError, ConfigError
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
+
+
+def test_import_kwscli_does_not_import_torch():
+    code = "import sys, kwscli; assert kwscli.__version__; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_detect_a_file_equals_the_cli():
+    spotter = kwscli.load()
+    res = CliRunner().invoke(app, ["detect", str(EXAMPLE), "--json"])
+    cli = json.loads(res.output)[0]
+    ours = [d.to_dict() for d in spotter.detect(EXAMPLE)]
+    assert ours == cli["detections"] and len(ours) >= 2
+    assert cli["settings"]["threshold"] == spotter.threshold
+
+
+def test_a_numpy_array_at_another_rate_finds_the_same_keywords():
+    spotter = kwscli.load()
+    audio, sr = sf.read(EXAMPLE, dtype="float32")
+    from_file = spotter.detect(EXAMPLE)
+    assert [d.to_dict() for d in spotter.detect(audio, sr)] == [d.to_dict() for d in from_file]
+    at_48k = resample(audio, sr, 48_000)
+    moved = spotter.detect(np.stack([at_48k, at_48k], axis=1), 48_000)  # stereo, 48 kHz
+    assert len(moved) == len(from_file)
+    for a, b in zip(moved, from_file, strict=True):
+        assert abs(a.time - b.time) < 0.1
+
+
+def test_streaming_chunks_equal_scoring_the_whole_array():
+    spotter = kwscli.load("teacher")  # float: equal to float rounding
+    audio, _ = sf.read(EXAMPLE, dtype="float32")
+    chunked = np.concatenate([spotter.predict(c) for c in np.array_split(audio, 333)])
+    _, whole = spotter.scores(audio)
+    assert len(chunked) > 100
+    np.testing.assert_allclose(chunked, whole[: len(chunked)], atol=1e-5)
+    spotter.reset()
+    assert len(spotter.predict(audio[:100])) == 0  # shorter than a step: nothing yet
+
+
+def test_settings_are_checked_and_a_lying_threshold_is_refused(tmp_path):
+    with pytest.raises(ConfigError):
+        kwscli.load(state="sideways")
+    with pytest.raises(ConfigError):
+        kwscli.load(threshold=1.5)
+    assert kwscli.load(threshold=0.7).threshold == 0.7
+    ckpt = load_checkpoint(BUNDLED / "teacher.pt")
+    ckpt.threshold, ckpt.provenance.calibration = 5.0, None
+    save_checkpoint(ckpt, tmp_path / "liar.pt")
+    with pytest.raises(CheckpointError, match="not a probability"):
+        kwscli.load(str(tmp_path / "liar.pt"))
