@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
-__all__ = ["Detection", "Spotter", "load"]
+from kwscli.version import __version__
+
+__all__ = ["Detection", "Spotter", "__version__", "load"]
 
 if TYPE_CHECKING:
     from kwscli.detect import Detection, Spotter

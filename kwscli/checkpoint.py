@@ -14,7 +14,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kwscli import __version__
 from kwscli.config import (
     ConvPrecision,
     DataConfig,
@@ -27,6 +26,7 @@ from kwscli.config import (
 )
 from kwscli.errors import CheckpointError
 from kwscli.files import atomic_torch_save
+from kwscli.version import __version__
 
 BUNDLED = Path(__file__).parent / "assets"
 BUNDLED_NAMES = ("student", "teacher")

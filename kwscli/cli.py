@@ -87,7 +87,7 @@ app.add_typer(data_app, name="data")
 
 def _version(value: bool) -> None:
     if value:
-        from kwscli import __version__
+        from kwscli.version import __version__
 
         typer.echo(f"kws {__version__}")
         raise typer.Exit()
