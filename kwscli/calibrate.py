@@ -97,7 +97,7 @@ def calibrate(
             raise ConfigError(f"--max-real-frr {max_real_frr}: must be in [0, 1)")
     ckpt = load_checkpoint(model_path)
     out = Path(out) if out else Path(model_path).with_suffix(".calibrated.pt")
-    check_output(out, force)
+    check_output(out, force, inputs=(ckpt.path, negatives))
     files = audio_files(Path(negatives))
     real = _real_clips(Path(positives), ckpt.keyword) if positives is not None else None
     states = list(STATES) if state == "both" else [state]

@@ -236,11 +236,13 @@ def evaluate(
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
     from kwscli.evaluate import Targets, check_fars, check_targets, evaluate_checkpoint
-    from kwscli.files import ensure_folder
+    from kwscli.files import check_plot
     from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
 
-    if plot:
-        ensure_folder(plot.parent)  # before the work, not after it
+    tradeoff = plot.with_suffix(".tradeoff.png") if plot and baseline else None
+    for path in (plot, tradeoff):  # before the work, not after it
+        if path is not None:
+            check_plot(path, inputs=[*models, baseline, data])
 
     fars = check_fars(far)  # before any model is scored
     reports = [evaluate_checkpoint(m, data, split, fars, latency=latency) for m in models]
@@ -260,7 +262,7 @@ def evaluate(
         plot_fa_fr(reports, plot)
         written.append(plot)
         if base is not None:
-            written.append(plot_tradeoff(reports, base, targets, plot.with_suffix(".tradeoff.png")))
+            written.append(plot_tradeoff(reports, base, targets, tradeoff))
     if json_out:
         print_json([r.to_dict() for r in reports])
         return
@@ -364,12 +366,14 @@ def detect(
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.detect import detect_files
-    from kwscli.files import ensure_folder
+    from kwscli.files import check_plot, ensure_folder, trace_plot_paths
     from kwscli.report import detect_header, detections_table, err_console, plot_trace, print_json
 
-    for folder in (plot.parent if plot else None, save_triggers):
-        if folder is not None:
-            ensure_folder(folder)  # before the work, not after it
+    # before the work, not after it
+    for path in trace_plot_paths(plot, files) if plot else []:
+        check_plot(path, inputs=[*files, model])
+    if save_triggers is not None:
+        ensure_folder(save_triggers)
 
     run = detect_files(
         files, model, threshold, state, keep_trace=plot is not None, save_triggers_to=save_triggers

@@ -125,7 +125,7 @@ def compress_checkpoint(
             f"({(source and source.path) or 'its teacher/student .pt'})"
         )
     out = Path(out) if out else Path(path).with_suffix(f".{kind}.pt")
-    check_output(out, force)
+    check_output(out, force, inputs=(src.path,))
     converted = to_int8(src, conv) if kind == "int8" else to_fp16(src)
     report = compare_compressed(src, converted, out, data, tolerance=tolerance)
     if report.au_fa_fr_after is not None:

@@ -19,6 +19,7 @@ import soundfile as sf
 from kwscli.audio import check_finite, write_wav
 from kwscli.checkpoint import Checkpoint
 from kwscli.errors import AudioError, CheckpointError, ConfigError
+from kwscli.files import unique_stems
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
@@ -220,15 +221,16 @@ def find_detections(
 
 
 def save_triggers(
-    result: FileResult, out_dir: Path, sample_rate: int, pad: float = 0.25
+    result: FileResult, out_dir: Path, sample_rate: int, name: str, pad: float = 0.25
 ) -> list[Path]:
-    """Write each detection's audio (± pad) as a wav, to collect false alarms for retraining."""
+    """Write each detection's audio (± pad) as a wav named after the input (`name`, unique among
+    the command's inputs), to collect false alarms for retraining."""
     written = []
     path = Path(result.path)
     for i, d in enumerate(result.detections):
         start, end = max(0.0, d.start - pad), min(result.duration, d.end + pad)
         audio = read_segment(path, start, end, sample_rate)
-        target = out_dir / f"{path.stem}_{i:03d}_{d.time:.2f}s_p{d.peak:.2f}.wav"
+        target = out_dir / f"{name}_{i:03d}_{d.time:.2f}s_p{d.peak:.2f}.wav"
         write_wav(target, audio, sample_rate)
         written.append(target)
     return written
@@ -436,12 +438,10 @@ def detect_files(
     spotter = Spotter(model or "student", state, threshold)
     settings = spotter.settings()
     results = []
-    for path in files:
+    for path, name in zip(files, unique_stems(files), strict=True):
         r = spotter.detect_file(path, keep_trace=keep_trace)
         if save_triggers_to is not None and not r.error and r.detections:
-            r.notes.append(
-                f"saved {len(save_triggers(r, save_triggers_to, spotter.sample_rate))} "
-                f"trigger(s) to {save_triggers_to}"
-            )
+            saved = save_triggers(r, save_triggers_to, spotter.sample_rate, name)
+            r.notes.append(f"saved {len(saved)} trigger(s) to {save_triggers_to}")
         results.append(r)
     return DetectRun(results, settings)

@@ -70,7 +70,7 @@ def export_torchscript(
             "export the float or fp16 model it came from"
         )
     out = Path(out) if out else Path(path).with_suffix(".streaming.ts")
-    check_output(out, force)
+    check_output(out, force, inputs=(ckpt.path,))
     # TorchScript is deprecated upstream, yet it is still the one format that carries a stateful
     # streaming module loadable with torch alone
     with warnings.catch_warnings(), atomic_write(out) as tmp:
@@ -113,7 +113,7 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
     except ImportError:
         raise KwsError("ONNX export needs the onnx package: pip install 'kws[onnx]'") from None
     out = Path(out) if out else Path(path).with_suffix(".window.onnx")
-    check_output(out, force)
+    check_output(out, force, inputs=(ckpt.path,))
     scorer = WindowScorer(ckpt).eval()
     example = torch.zeros(1, scorer.window_samples)
     with warnings.catch_warnings(), atomic_write(out) as tmp:

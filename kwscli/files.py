@@ -69,16 +69,85 @@ def ensure_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Refuse, before any work, to overwrite without --force or to write where we cannot."""
+def check_output(out: Path, force: bool, inputs=(), flag: str = "--out") -> None:
+    """Refuse, before any work, to overwrite without --force, to write onto an input of the same
+    command (even with --force: it would be the only copy), or to write where we cannot."""
     from kwscli.errors import KwsError as _err
 
+    out = Path(out)
     if out.is_dir():
-        raise _err(f"{out}: is a folder; give a file name with --out")
+        raise _err(f"{out}: is a folder; give a file name with {flag}")
+    not_an_input(out, inputs, flag)
     if out.exists() and not force:
-        raise _err(f"{out} already exists; use --force to replace it or --out for a new file")
+        raise _err(f"{out} already exists; use --force to replace it or {flag} for a new file")
     parent = out.parent
     if not parent.is_dir():
         raise _err(f"{parent}: no such folder for the output")
     if not os.access(parent, os.W_OK):
         raise _err(f"{parent}: not writable; choose another place with --out")
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_plot(out: Path, inputs=(), flag: str = "--plot") -> Path:
+    """A plot path: a .png name (kws writes PNG), never an input of the command, and never over
+    an existing file that is not a PNG (a model, a config, notes): refused before any work."""
+    from kwscli.errors import KwsError
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise KwsError(f"{flag} {out}: plots are PNG images; give a file name ending in .png")
+    not_an_input(out, inputs, flag)
+    if out.is_dir():
+        raise KwsError(f"{flag} {out}: is a folder; give a file name ending in .png")
+    if out.exists():
+        with open(out, "rb") as f:
+            if f.read(len(PNG_MAGIC)) != PNG_MAGIC:
+                raise KwsError(
+                    f"{flag} {out}: that file exists and is not a PNG image; kws will not "
+                    "replace it: choose another name"
+                )
+    ensure_folder(out.parent)
+    return out
+
+
+def not_an_input(out: Path, inputs, flag: str) -> None:
+    """Refuse `out` when it is one of `inputs` (the same file by path or by link)."""
+    from kwscli.errors import KwsError
+
+    for item in inputs:
+        if item is not None and same_file(out, Path(item)):
+            raise KwsError(
+                f"{flag} {out} is an input of this command; writing there would lose it: "
+                "choose another name"
+            )
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def unique_stems(paths) -> list[str]:
+    """A name per input for the files made from it (trigger clips, trace plots): its stem, with
+    -2, -3… when two inputs share one (a/take.wav, b/take.wav), so neither overwrites the other."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def trace_plot_paths(out: Path, inputs) -> list[Path]:
+    """`kws detect --plot OUT`: OUT for one input, OUT-<name>.png for each of several."""
+    out = Path(out)
+    if len(inputs) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{stem}.png") for stem in unique_stems(inputs)]

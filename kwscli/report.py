@@ -342,12 +342,15 @@ def calibration_table(c) -> Table:
 
 def plot_trace(results: list, settings: dict, out: Path) -> list[Path]:
     """P(keyword) over time per file, threshold and detections marked. Several files: one PNG
-    each, named OUT-<file stem>.png."""
+    each, named OUT-<file stem>.png (files.trace_plot_paths)."""
+    from kwscli.files import trace_plot_paths
+
     plt = _pyplot()
     written = []
-    traced = [r for r in results if r.times is not None]
-    for r in traced:
-        path = out if len(traced) == 1 else out.with_name(f"{out.stem}-{Path(r.path).stem}.png")
+    paths = trace_plot_paths(out, [r.path for r in results])
+    for r, path in zip(results, paths, strict=True):
+        if r.times is None:
+            continue
         fig, ax = plt.subplots(figsize=(max(8, min(30, r.duration / 4)), 3))
         ax.plot(r.times, r.probs, lw=1)
         ax.axhline(settings["threshold"], color="C3", ls="--", lw=1, label="threshold")

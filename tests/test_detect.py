@@ -196,6 +196,22 @@ def test_detect_plot_and_save_triggers(model_pt, tmp_path):
 
 
 @pytest.mark.slow
+def test_inputs_of_one_name_keep_their_own_triggers_and_plots(model_pt, tmp_path):
+    """a/take.wav and b/take.wav: neither's trigger clips or trace plot replace the other's."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    wavs = [_wav(tmp_path / "a" / "take.wav", 2.0, seed=1), _wav(tmp_path / "b" / "take.wav", 3.0)]
+    plot, trig = tmp_path / "p.png", tmp_path / "trig"
+    args = ["detect", *map(str, wavs), "--model", str(model_pt), "--threshold", "0.01"]
+    res = runner.invoke(app, [*args, "--plot", str(plot), "--save-triggers", str(trig)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p-take.png").is_file() and (tmp_path / "p-take-2.png").is_file()
+    firsts = sorted(p.name for p in trig.glob("take_000_*.wav"))
+    seconds = sorted(p.name for p in trig.glob("take-2_000_*.wav"))
+    assert len(firsts) == 1 and len(seconds) == 1
+
+
+@pytest.mark.slow
 def test_calibrate_meets_the_target_on_the_negatives_it_read(model_pt, tmp_path):
     neg = tmp_path / "neg"
     neg.mkdir()
