@@ -119,14 +119,14 @@ def train(
                 stop.check()  # a Ctrl-C during the last epoch's saving and plotting
                 cb.on_epoch_end(loop.run_epoch(cb, stop))
     except KeyboardInterrupt:
-        done = (
-            f"epochs 1-{loop.epoch} are saved in {run_dir / LAST}"
-            if loop.epoch
-            else ("no epoch finished yet")
-        )
+        if not loop.epoch and not resume:
+            raise Interrupted(
+                "interrupted during epoch 1, before any checkpoint: nothing of this run is kept "
+                "(a run it was replacing is back in place); run the same command to start again"
+            ) from None
         raise Interrupted(
-            f"interrupted during epoch {loop.epoch + 1}: {done}; continue with the same command "
-            "and --resume"
+            f"interrupted during epoch {loop.epoch + 1}: epochs 1-{loop.epoch} are saved in "
+            f"{run_dir / LAST}; continue with the same command and --resume"
         ) from None
     return TrainResult(loop.history, loop.best[1], loop.best[0], run_dir / BEST)
 

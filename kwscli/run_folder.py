@@ -1,8 +1,12 @@
 """A run's folder: created and checked before work, one run at a time (a lock), resumed only
-with the same settings, an earlier run replaced only with --force."""
+with the same settings, an earlier run replaced only with --force — and only once the new run has
+saved its first checkpoint: until then the old files wait in `.replaced/` and come back if the new
+run fails, is interrupted, or is killed (restored at the next start). A start that never saved a
+checkpoint leaves nothing behind: not its files, not a folder it created."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from kwscli import engine
@@ -11,13 +15,17 @@ from kwscli.errors import ConfigError, KwsError
 from kwscli.files import atomic_write
 
 RUN_FILES = ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json")
+CHECKPOINTS = (engine.BEST, engine.LAST)  # a folder holds a run once one of these is saved
+ASIDE = ".replaced"
 
 
-def open_run_dir(cfg: RunConfig, resume: bool) -> Path:
-    """The run folder, created and checked writable before any work starts."""
+def open_run_dir(cfg: RunConfig, resume: bool) -> tuple[Path, list[Path]]:
+    """The run folder, created and checked writable before any work starts, and the folders
+    this call created (to remove again if the run saves nothing)."""
     run_dir = Path(cfg.runs_dir) / cfg.name
     if resume and not (run_dir / engine.LAST).is_file():
         raise KwsError(f"{run_dir}: nothing to resume (no {engine.LAST}); drop --resume")
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -25,7 +33,20 @@ def open_run_dir(cfg: RunConfig, resume: bool) -> Path:
         probe.unlink()
     except OSError as exc:
         raise KwsError(f"{run_dir}: cannot write there ({exc.strerror})") from None
-    return run_dir
+    return run_dir, created
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a start created (deepest first), where it left them empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (a run saved something), or already gone
+
+
+def saved_a_checkpoint(run_dir: Path) -> bool:
+    return any((run_dir / f).is_file() for f in CHECKPOINTS)
 
 
 RESUMABLE_CHANGES = ("name", "runs_dir", "train.num_epochs", "train.device")
@@ -61,8 +82,13 @@ def _differences(a, b, prefix: str = "") -> list[str]:
 
 def previous_run(run_dir: Path, force: bool) -> list[Path]:
     """The files of an earlier run here: refused unless --force, and then returned so they can
-    be removed once the new run is known to start (held under the run lock)."""
+    be set aside once the new run is known to start (held under the run lock). Files of a start
+    that never saved a checkpoint are no run: they are removed, and the command goes ahead."""
     existing = [run_dir / f for f in RUN_FILES if (run_dir / f).exists()]
+    if not saved_a_checkpoint(run_dir):
+        for f in existing:
+            f.unlink(missing_ok=True)
+        return []
     if existing and not force:
         raise KwsError(
             f"{run_dir} already holds a run ({', '.join(f.name for f in existing)}); use --resume "
@@ -126,3 +152,36 @@ def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
 
     with atomic_write(run_dir / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def set_aside(run_dir: Path, files: list[Path]) -> Path | None:
+    """Move an earlier run's files into RUN/.replaced/ until the new run saves a checkpoint."""
+    if not files:
+        return None
+    aside = run_dir / ASIDE
+    aside.mkdir(exist_ok=True)
+    for f in files:
+        f.replace(aside / f.name)
+    return aside
+
+
+def settle(run_dir: Path, aside: Path | None) -> None:
+    """After a run ends, however it ends: if it saved a checkpoint the old run is gone for good;
+    if not, its own files go and the old run's come back."""
+    if saved_a_checkpoint(run_dir):
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if aside is not None:
+        for f in aside.iterdir():
+            f.replace(run_dir / f.name)
+        aside.rmdir()
+
+
+def recover_aside(run_dir: Path) -> None:
+    """A run killed (SIGKILL, power loss) while an old run waited aside: settle it now."""
+    aside = run_dir / ASIDE
+    if aside.is_dir():
+        settle(run_dir, aside)

@@ -27,8 +27,12 @@ from kwscli.run_folder import (
     check_resume_settings,
     open_run_dir,
     previous_run,
+    recover_aside,
+    remove_if_empty,
     run_lock,
     save_run_config,
+    set_aside,
+    settle,
 )
 from kwscli.student import load_teacher
 
@@ -166,17 +170,21 @@ def train_model(
     """The one path every training run takes: run folder, data, model, engine. `sampling`
     gives the training clips' sampling weights (default: class-balanced)."""
     engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
-    run_dir = open_run_dir(cfg, resume)
-    if resume:
-        check_resume_settings(cfg, run_dir)
-    with run_lock(run_dir):
-        for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never the real files
-            junk.unlink(missing_ok=True)
-        replaced = [] if resume else previous_run(run_dir, force)
-        return _train_locked(
-            cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced,
-            sampling,
-        )  # fmt: skip
+    run_dir, created = open_run_dir(cfg, resume)
+    try:
+        if resume:
+            check_resume_settings(cfg, run_dir)
+        with run_lock(run_dir):
+            for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never real files
+                junk.unlink(missing_ok=True)
+            recover_aside(run_dir)
+            replaced = [] if resume else previous_run(run_dir, force)
+            return _train_locked(
+                cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced,
+                sampling,
+            )  # fmt: skip
+    finally:
+        remove_if_empty(created)  # a start that saved nothing leaves no folder
 
 
 def _train_locked(
@@ -185,8 +193,14 @@ def _train_locked(
     prepared = prepare_data(cfg, progress)  # a data error here leaves the old run untouched
     if sampling is not None:
         prepared.train.weights = sampling(prepared.train)
-    for f in replaced:
-        f.unlink(missing_ok=True)
+    aside = set_aside(run_dir, replaced)  # back in place unless the new run saves a checkpoint
+    try:
+        return _run(cfg, kind, criterion, provenance, resume, run_dir, callbacks, prepared)
+    finally:
+        settle(run_dir, aside)
+
+
+def _run(cfg, kind, criterion, provenance, resume, run_dir, callbacks, prepared):
     torch.manual_seed(cfg.train.seed)
     model = CRNN(cfg.model, cfg.features.n_mels)
     save_run_config(cfg, run_dir)
