@@ -229,3 +229,27 @@ def test_mixup_runs_after_the_usual_augmentation_and_is_seeded():
     plain = aug(x, energy, torch.Generator().manual_seed(11))
     assert torch.equal(a, b) and not torch.equal(a, plain)
     assert torch.isfinite(a).all() and a.min() >= FLOOR - 1e-4
+
+
+def test_silent_noise_crops_are_skipped_and_never_divide_by_zero(tmp_path):
+    """A background file of 1 s noise + 9 s digital silence: crops come from the noise only, and
+    an all-zero crop (an older cache) mixes in nothing instead of inf/NaN."""
+    import soundfile as sf
+
+    from kwscli.data.features import noise_bank
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "_background_noise_"
+    folder.mkdir()
+    audio = np.zeros(160_000, np.float32)
+    audio[:16_000] = 0.1 * rng.standard_normal(16_000)
+    sf.write(folder / "mostly_silent.wav", audio, 16_000, subtype="PCM_16")
+    power, energy = noise_bank([folder / "mostly_silent.wav"], FeatureConfig(), crops=8)
+    assert power is not None and len(energy) >= 1 and bool((energy > 1e-6).all())
+
+    silent = FeatureAugmenter(
+        torch.zeros(2, 40, 101), torch.zeros(2), white_noise_bank(FeatureConfig())
+    )
+    batch = log_mel(rng_wave(4, 0.2, n=16))
+    out = silent(batch, batch.exp().mean(dim=(1, 2)), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()

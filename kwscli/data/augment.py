@@ -55,8 +55,12 @@ class FeatureAugmenter:
         bg = choice == 3
         if bg.any():
             pick = torch.randint(0, len(self.noise_power), (int(bg.sum()),), generator=gen)
-            # g² so that power(x) / (g²·power(n)) = 10^(snr/10)
-            g2 = energy[bg] / (self.noise_energy[pick] * 10 ** (NOISE_SNR_DB / 10))
+            # g² so that power(x) / (g²·power(n)) = 10^(snr/10); a silent crop (a cache made
+            # before silent crops were skipped) adds nothing instead of dividing by zero
+            noise_e = self.noise_energy[pick]
+            g2 = torch.where(
+                noise_e > 0, energy[bg] / (noise_e.clamp_min(1e-30) * 10 ** (NOISE_SNR_DB / 10)), 0
+            )
             power[bg] += g2[:, None, None] * self.noise_power[pick]
         return spec_augment(to_log(power), gen, FREQ_MASK, TIME_MASK, fill=LOG_FLOOR_LOG)
 

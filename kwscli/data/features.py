@@ -27,6 +27,7 @@ from kwscli.files import atomic_torch_save
 from kwscli.models.frontend import log_mel, mel_power
 
 CACHE_VERSION = 1
+SILENT_POWER = 1e-10  # mean square below this (-100 dBFS) is silence: no noise to mix in
 NOISE_CROPS = 512  # 1-s crops of _background_noise_ kept as mel power for augmentation
 Progress = Callable[[int, int], None]
 
@@ -158,10 +159,16 @@ def noise_bank(
         return None, None
     rng = np.random.default_rng(seed)
     picks = []
-    for _ in range(crops):
+    for _ in range(crops * 20):  # a file may be mostly digital silence: draw again
         w = waves[rng.integers(len(waves))]
         start = rng.integers(0, len(w) - features.clip_samples + 1)
-        picks.append(w[start : start + features.clip_samples])
+        crop = w[start : start + features.clip_samples]
+        if np.mean(crop.astype(np.float64) ** 2) > SILENT_POWER:
+            picks.append(crop)
+            if len(picks) == crops:
+                break
+    if not picks:
+        return None, None
     batch = torch.from_numpy(np.stack(picks))
     with torch.no_grad():
         power = mel_power(batch, features)
