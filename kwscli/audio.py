@@ -6,7 +6,9 @@ torchaudio is used for resampling only. The log-mel front end is kwscli/models/f
 
 from __future__ import annotations
 
+import math
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +50,34 @@ def check_finite(audio: np.ndarray, path) -> None:
         raise AudioError(f"{path}: contains NaN or infinite samples; not usable audio")
 
 
+RATIO_LIMIT = 1000  # the largest term of a resampling ratio: its filter table is ~ up × down
+
+
+def resample_ratio(orig_sr: int, new_sr: int) -> tuple[int, int]:
+    """(down, up): resampling turns every `down` input samples into `up` output samples. The
+    exact ratio where both terms are ≤ RATIO_LIMIT (44.1 kHz → 16 kHz is 441 → 160); else — a
+    rate such as 44,101 Hz, coprime with 16 kHz, whose exact filter would need gigabytes — the
+    nearest ratio within the limit (a rate error of the order of 1e-5 at most)."""
+    g = math.gcd(orig_sr, new_sr)
+    down, up = orig_sr // g, new_sr // g
+    if max(down, up) <= RATIO_LIMIT:
+        return down, up
+    ratio = Fraction(new_sr, orig_sr)
+    big = max(ratio, 1 / ratio)  # ≥ 1: approximate it with numerator ≤ the limit
+    f = big.limit_denominator(max(1, int(RATIO_LIMIT / big)))
+    return (f.denominator, f.numerator) if ratio >= 1 else (f.numerator, f.denominator)
+
+
 def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio's windowed sinc) of a 1-D float32 array."""
+    """Band-limited resampling (torchaudio's windowed sinc) of a 1-D float32 array, at the
+    ratio of `resample_ratio` (memory bounded whatever the rates)."""
     if orig_sr == new_sr:
         return audio
     import torch
     import torchaudio.functional as AF
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), orig_sr, new_sr)
+    down, up = resample_ratio(orig_sr, new_sr)
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), down, up)
     return out.numpy()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kwscli.audio import check_finite, write_wav
+from kwscli.audio import check_finite, resample_ratio, write_wav
 from kwscli.checkpoint import Checkpoint
 from kwscli.errors import AudioError, CheckpointError, ConfigError
 from kwscli.files import unique_stems
@@ -90,6 +90,13 @@ def read_blocks(
             result.notes.append(f"mixed {f.channels} channels to mono")
         if f.samplerate != sample_rate:
             result.notes.append(f"resampled {f.samplerate} Hz → {sample_rate} Hz")
+            down, up = resample_ratio(f.samplerate, sample_rate)
+            if up * f.samplerate != down * sample_rate:
+                result.notes.append(
+                    f"{f.samplerate} Hz has no exact ratio to {sample_rate} Hz small enough to "
+                    f"filter: resampled at {down}:{up} (rate error "
+                    f"{abs(up * f.samplerate / (down * sample_rate) - 1):.1e})"
+                )
             if f.samplerate < sample_rate:
                 result.notes.append(
                     f"{f.samplerate} Hz holds nothing above "
@@ -118,7 +125,7 @@ def _finite(block: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _block_len(orig: int, new: int, seconds: float) -> int:
-    unit = orig // math.gcd(orig, new)  # a multiple of this maps to a whole number of outputs
+    unit = resample_ratio(orig, new)[0]  # a multiple of this maps to a whole number of outputs
     return max(unit, int(orig * seconds) // unit * unit)
 
 
@@ -128,8 +135,7 @@ def resample_blocks(blocks: Iterator[np.ndarray], orig: int, new: int) -> Iterat
     if orig == new:
         yield from blocks
         return
-    g = math.gcd(orig, new)
-    unit_in, unit_out = orig // g, new // g
+    unit_in, unit_out = resample_ratio(orig, new)
     context = unit_in * max(1, math.ceil(256 / unit_in))  # ≥ the filter's half-width
     prev = np.zeros(0, np.float32)
     current = None
@@ -147,7 +153,7 @@ def _resample_middle(left, mid, right, orig, new, unit_in, unit_out) -> np.ndarr
 
     out = resample(np.concatenate([left, mid, right]), orig, new)
     start = len(left) // unit_in * unit_out
-    n = math.ceil(len(mid) * new / orig)
+    n = math.ceil(len(mid) * unit_out / unit_in)
     return out[start : start + n]
 
 

@@ -168,3 +168,26 @@ def test_num_frames_agrees_with_log_mel_shape(samples):
 def test_num_frames_of_one_and_two_seconds():
     assert FeatureConfig().frames(1.0) == 101
     assert FeatureConfig().frames(2.0) == 201
+
+
+@pytest.mark.slow
+def test_resampling_any_rate_needs_bounded_memory():
+    """Rates coprime with 16 kHz (44,101 Hz once took 12 GB for 5 s): 30 random rates from 1 kHz to
+    192 kHz, 2 s each, resampled in one process whose peak RSS stays under 1 GB, each to within
+    1e-4 of the exact length."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np
+from kwscli.audio import resample, resample_ratio
+rng = np.random.default_rng(7)
+rates = [44101, 96001, 1001, 191999] + [int(r) for r in rng.integers(1000, 192001, 26)]
+for r in rates:
+    out = resample(rng.standard_normal(2 * r).astype(np.float32), r, 16000)
+    assert abs(len(out) - 32000) <= 32000 * 1e-4 + 1, (r, len(out))
+    assert np.isfinite(out).all()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert int(out.stdout.split()[-1]) < 1024, f"peak RSS {out.stdout.split()[-1]} MB"
