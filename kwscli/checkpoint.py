@@ -8,6 +8,7 @@ temp file, is fsynced, then renamed, so a crash never leaves a truncated checkpo
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,15 +187,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a kws checkpoint")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on foreign files
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         if "Unsupported global" in str(exc):  # a pickle that names a callable to run
             raise CheckpointError(
                 f"{path}: refused: it holds Python objects that would run code when loaded "
                 "(kws checkpoints never do; only load files you trust with other tools)"
             ) from None
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, or not a torch file at all)"
+        raise CheckpointError(  # nothing of it ran: torch's safe loader stops at the first
+            f"{path}: not a readable checkpoint (truncated, a plain Python pickle, or not a "
+            "torch file at all); nothing in it was run"
         ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
@@ -234,7 +238,36 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: impossible model: {exc}") from None
     if ckpt.kind not in KINDS:
         raise CheckpointError(f"{path}: unknown kind {ckpt.kind!r} (expected {', '.join(KINDS)})")
+    check_contents(ckpt)
     return ckpt
+
+
+def check_contents(ckpt: Checkpoint) -> None:
+    """What a doctored or damaged file can hold that the settings models do not catch: a
+    keyword that is no word, a threshold that is no probability, weights that are not tensors
+    or not finite (NaN weights would score silently)."""
+    import math
+
+    import torch
+
+    path = ckpt.path
+    if not isinstance(ckpt.keyword, str) or not ckpt.keyword.strip() or "/" in ckpt.keyword:
+        raise CheckpointError(f"{path}: damaged kws checkpoint (keyword {ckpt.keyword!r})")
+    t = ckpt.threshold
+    if t is not None and not (isinstance(t, int | float) and math.isfinite(t) and 0 < t < 1):
+        raise CheckpointError(
+            f"{path}: damaged kws checkpoint (threshold {t!r} is not a probability); "
+            "recalibrate it with kws calibrate"
+        )
+    if not isinstance(ckpt.state_dict, dict) or not ckpt.state_dict:
+        raise CheckpointError(f"{path}: damaged kws checkpoint (no weights)")
+    for name, value in ckpt.state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: damaged kws checkpoint (weight {name!r} is no tensor)")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{path}: damaged kws checkpoint (weight {name!r} holds NaN or infinity)"
+            )
 
 
 def without_machine_paths(info: Any, root: Path) -> Any:

@@ -197,7 +197,20 @@ class _Loop:
         self.steps = math.ceil(self.epoch_size / cfg.batch_size)
 
     def restore(self) -> None:
-        state = torch.load(self.run_dir / LAST, map_location="cpu", weights_only=True)
+        """Load `last.pt`; a damaged or foreign one (or one that would run code) is one line."""
+        path = self.run_dir / LAST
+        try:
+            self._restore(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            why = "it would run code when loaded" if "Unsupported global" in str(exc) else (
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}"
+                if str(exc).strip() else type(exc).__name__
+            )  # fmt: skip
+            raise KwsError(
+                f"{path}: not a resumable kws state ({why}); start the run again with --force"
+            ) from None
+
+    def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state.get("scaler"):

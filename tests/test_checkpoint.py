@@ -292,3 +292,23 @@ def test_provenance_of_the_wrong_type_is_one_line_naming_the_entry(tmp_path, inf
     torch.save(raw, tmp_path / "bad.pt")
     msg = refusal(tmp_path / "bad.pt")
     assert "damaged" in msg and needle in msg
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda raw: raw.__setitem__("threshold", 5.0), "threshold 5.0 is not a probability"),
+        (lambda raw: raw.__setitem__("threshold", float("nan")), "is not a probability"),
+        (lambda raw: raw.__setitem__("keyword", ""), "keyword ''"),
+        (lambda raw: raw.__setitem__("keyword", "../x"), "keyword '../x'"),
+        (lambda raw: raw["state_dict"].__setitem__("classifier.bias", "zero"), "is no tensor"),
+        (lambda raw: raw["state_dict"]["classifier.bias"].fill_(float("nan")), "NaN or infinity"),
+        (lambda raw: raw.__setitem__("state_dict", {}), "no weights"),
+    ],
+)
+def test_contents_that_lie_are_refused_in_one_line(tmp_path, change, needle):
+    _, ckpt = small_checkpoint()
+    raw = ckpt.to_dict()
+    change(raw)
+    torch.save(raw, tmp_path / "liar.pt")
+    assert needle in refusal(tmp_path / "liar.pt")

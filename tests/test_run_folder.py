@@ -84,3 +84,18 @@ def test_a_start_that_fails_on_its_data_leaves_no_folder(tmp_path):
     with pytest.raises(KwsError, match="dataset folder not found"):
         train_run(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"not a torch file", None])
+def test_resume_from_a_damaged_or_foreign_state_is_one_line(tiny_dataset, tmp_path, content):
+    import torch
+
+    cfg = config(tiny_dataset, tmp_path / "runs")
+    last = train_run(cfg).checkpoint.parent / "last.pt"
+    if content is None:
+        torch.save({"model": {"x": torch.zeros(1)}}, last)  # a torch file of another shape
+    else:
+        last.write_bytes(content)
+    with pytest.raises(KwsError, match="not a resumable kws state"):
+        train_run(config(tiny_dataset, tmp_path / "runs", epochs=2), resume=True)
