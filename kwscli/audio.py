@@ -19,6 +19,21 @@ from kwscli.errors import AudioError
 from kwscli.files import atomic_write
 
 CLIP_SAMPLES = FeatureConfig().clip_samples
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+
+
+def audio_files(path: Path, what: str = "audio") -> list[Path]:
+    """A file stands for itself; a folder for every regular audio file under it, sorted (pipes,
+    devices and sockets are skipped: reading one could wait forever)."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file or folder of {what}")
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise AudioError(f"no audio files under {path} (expected .wav, .flac, .ogg, ...)")
+    return files
 
 
 def load_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

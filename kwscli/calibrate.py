@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kwscli.audio import audio_files
 from kwscli.checkpoint import load_checkpoint, save_checkpoint
 from kwscli.detect import REFRACTORY_S, check_state, detect_file, find_detections, make_detector
 from kwscli.errors import ConfigError, DataError, KwsError
 from kwscli.metrics import DEFAULT_THRESHOLD
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
-
 
 STATES = ("window", "carry")
 
@@ -98,7 +96,7 @@ def calibrate(
     ckpt = load_checkpoint(model_path)
     out = Path(out) if out else Path(model_path).with_suffix(".calibrated.pt")
     check_output(out, force, inputs=(ckpt.path, negatives))
-    files = audio_files(Path(negatives))
+    files = audio_files(Path(negatives), "keyword-free audio")
     real = _real_clips(Path(positives), ckpt.keyword) if positives is not None else None
     states = list(STATES) if state == "both" else [state]
     if ckpt.model.bidirectional and "carry" in states:
@@ -223,17 +221,6 @@ def _clip_peaks(clips: list[Path], detector) -> np.ndarray:
         if not r.error:
             peaks.append(float(np.max(r.probs)) if len(r.probs) else 0.0)
     return np.array(peaks)
-
-
-def audio_files(folder: Path) -> list[Path]:
-    if not folder.exists():
-        raise DataError(f"{folder}: no such folder of keyword-free audio")
-    if folder.is_file():
-        return [folder]
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise DataError(f"no audio files under {folder} (expected .wav, .flac, .ogg, ...)")
-    return files
 
 
 def _frr(ckpt, data, detector, threshold: float) -> tuple[float | None, int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from kwscli.config import ConvPrecision, ExportFormat, StateMode
@@ -55,22 +56,18 @@ def _is_usage_error(exc: Exception) -> bool:
 
 def _warn(message: str) -> None:
     """A warning: one unwrapped line on stderr, the work goes on."""
-    from rich.markup import escape
-
     from kwscli.report import err_console
 
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1):
-    from rich.markup import escape
-
     from kwscli.report import err_console
 
     lines = message.splitlines() or [message]
     err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
     for line in lines[1:]:
-        err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -206,7 +203,8 @@ def _train(cfg, resume: bool, force: bool) -> None:
     chosen = "" if best.select_au_fa_fr is None else f" (chosen on {cfg.data.select_on})"
     console.print(
         f"best epoch {result.best_epoch}{chosen}: val au_fa_fr {result.best_au_fa_fr:.3e} → "
-        f"{result.checkpoint}"
+        f"{result.checkpoint}",
+        markup=False,
     )
 
 
@@ -268,7 +266,7 @@ def evaluate(
         return
     console.print(evaluation_table(reports, base))
     for w in written:
-        console.print(f"plot → {w}")
+        console.print(f"plot → {w}", markup=False, highlight=False)
 
 
 FloatModel = Annotated[Path, typer.Argument(help="Float kws checkpoint.")]
@@ -329,7 +327,7 @@ def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") 
 
     result = compress_checkpoint(model, kind, out, data, tolerance, force, conv)
     if result is None:
-        console.print(f"{model} is already {kind}: nothing to do")
+        console.print(f"{model} is already {kind}: nothing to do", markup=False, highlight=False)
         return
     if json_out:
         print_json(result.to_dict())
@@ -344,7 +342,12 @@ def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") 
 
 @app.command()
 def detect(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, ogg...).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Audio files (wav, flac, ogg...), folders of them, or - for a wav on stdin."
+        ),
+    ],
     model: Annotated[
         Path | None, typer.Option(help="Any kws checkpoint (default: the bundled student).")
     ] = None,
@@ -384,12 +387,12 @@ def detect(
         detect_header(run.settings)
         for r in run.results:
             if r.error:
-                err_console.print(f"[bold red]error:[/] {r.error}", highlight=False)
+                err_console.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False)
             else:
                 detections_table(r, run.settings)
     if plot:
         for path in plot_trace(run.results, run.settings, plot):
-            err_console.print(f"plot → {path}")
+            err_console.print(f"plot → {path}", markup=False, highlight=False)
     if any(r.error for r in run.results):
         raise typer.Exit(1)
 
@@ -468,12 +471,14 @@ def export(
     if format == ExportFormat.onnx:
         console.print(
             f"ONNX window scorer → {path}\n  input 'audio' (windows, samples) at 16 kHz, output "
-            "'p_keyword': keep the stream's last window and score it every step (see README)"
+            "'p_keyword': keep the stream's last window and score it every step (see README)",
+            markup=False,
         )
     else:
         console.print(
             f"streaming TorchScript → {path}\n  m = torch.jit.load({str(path)!r}); "
-            "probs = m(chunk_16k_float32); m.reset()"
+            "probs = m(chunk_16k_float32); m.reset()",
+            markup=False,
         )
 
 
@@ -491,13 +496,19 @@ def runs(
 
     found, problems = list_runs(runs_dir, sort)
     for p in problems:
-        err_console.print(f"[yellow]skipped:[/] {p}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]skipped:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if json_out:
         print_json([r.to_dict() for r in found])
     elif not found:
-        console.print(f"no kws runs under {runs_dir}")
+        console.print(f"no kws runs under {runs_dir}", markup=False, highlight=False)
     else:
-        console.print(runs_table(found, f"runs in {runs_dir} (ratios: teacher ÷ model)"))
+        console.print(
+            runs_table(
+                found,
+                f"runs in {escape(str(runs_dir))} (mem ×, MACs ×: teacher ÷ model; "
+                "au_fa_fr ×: model ÷ teacher)",
+            )
+        )
 
 
 @data_app.command("synth")
@@ -566,12 +577,17 @@ def data_synth(
         _warn(w)
     what = f"{rep.clips:,} clips ({rep.keyword_clips:,} {keyword!r})"
     if rep.already_present:
-        console.print(f"{what} already at {rep.root} with these settings (--force to remake)")
+        console.print(
+            f"{what} already at {rep.root} with these settings (--force to remake)",
+            markup=False,
+            highlight=False,
+        )
     else:
         engines_used = ", ".join(f"{n} {c:,}" for n, c in rep.per_engine.items())
         console.print(
             f"{what} from {rep.speakers:,} speakers, {rep.voices} voices ({engines_used}), in "
-            f"{rep.seconds:.1f}s → {rep.root}"
+            f"{rep.seconds:.1f}s → {rep.root}",
+            markup=False,
         )
 
 
@@ -593,7 +609,7 @@ def data_download(
 
     if from_archive is not None:
         root = dl.install_archive(from_archive, dest, version)
-        console.print(f"extracted → {root}")
+        console.print(f"extracted → {root}", markup=False, highlight=False)
         return
     with CountProgress(f"speech commands {version}", unit_bytes=True) as progress:
         res = dl.download_dataset(
@@ -604,7 +620,7 @@ def data_download(
         if res.already_present
         else (f"downloaded {res.bytes_downloaded:,} bytes" + (" (resumed)" if res.resumed else ""))
     )
-    console.print(f"{what} → {res.root}")
+    console.print(f"{what} → {res.root}", markup=False, highlight=False)
 
 
 def _print_config(cfg) -> None:

@@ -28,7 +28,8 @@ SAMPLE_RATE = 16_000  # Hz: Speech Commands' rate, the default of every model
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no setting is NaN or infinite (weight_decay: .inf would train on nothing)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Choice(str, Enum):

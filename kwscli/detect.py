@@ -8,7 +8,9 @@ detections; runs closer than the refractory period merge, so one utterance is on
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kwscli.audio import check_finite, resample_ratio, write_wav
+from kwscli.audio import audio_files, check_finite, resample_ratio, write_wav
 from kwscli.checkpoint import Checkpoint
 from kwscli.errors import AudioError, CheckpointError, ConfigError
 from kwscli.files import unique_stems
@@ -24,6 +26,7 @@ from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
 
+STDIN = "-"  # `kws detect -`: a wav (any format soundfile reads) on standard input
 BLOCK_SECONDS = 30.0
 REFRACTORY_S = 1.0
 
@@ -72,12 +75,21 @@ def read_blocks(
 ) -> Iterator[np.ndarray]:
     """Mono float32 blocks at `sample_rate` from any file soundfile reads, in bounded memory."""
     result = result or FileResult(str(path))
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, expected an audio file")
-    if not path.exists():
+    if str(path) == STDIN:
+        source = io.BytesIO(sys.stdin.buffer.read())  # a pipe cannot seek: read it whole
+    elif path.is_dir():
+        raise AudioError(f"{path}: a folder with no audio files (.wav, .flac, .ogg...) in it")
+    elif not path.exists():
         raise AudioError(f"{path}: no such file")
+    elif not path.is_file():
+        raise AudioError(
+            f"{path}: not a regular file (a pipe or a device, which could block forever); "
+            f"pass a file, or {STDIN} to read a wav from standard input"
+        )
+    else:
+        source = str(path)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(source)
     except Exception as exc:
         raise AudioError(
             f"{path}: not a readable audio file ({str(exc).splitlines()[-1]})"
@@ -233,6 +245,9 @@ def save_triggers(
     the command's inputs), to collect false alarms for retraining."""
     written = []
     path = Path(result.path)
+    if result.path == STDIN:
+        result.notes.append("triggers not saved: standard input cannot be read twice")
+        return written
     for i, d in enumerate(result.detections):
         start, end = max(0.0, d.start - pad), min(result.duration, d.end + pad)
         audio = read_segment(path, start, end, sample_rate)
@@ -431,6 +446,21 @@ class DetectRun:
     settings: dict
 
 
+def expand_inputs(inputs: list) -> list[Path]:
+    """Files as given; a folder as every audio file under it; `-` as standard input."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if str(item) != STDIN and path.is_dir():
+            try:
+                out.extend(audio_files(path))
+            except AudioError:
+                out.append(path)  # reported in its own result: the other inputs still run
+        else:
+            out.append(path)
+    return out
+
+
 def detect_files(
     files: list[Path],
     model: Path | None = None,
@@ -443,6 +473,7 @@ def detect_files(
     still run."""
     spotter = Spotter(model or "student", state, threshold)
     settings = spotter.settings()
+    files = expand_inputs(files)
     results = []
     for path, name in zip(files, unique_stems(files), strict=True):
         r = spotter.detect_file(path, keep_trace=keep_trace)

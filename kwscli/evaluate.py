@@ -105,6 +105,13 @@ def load_split(
     rows = fs.subset([index.paths[i] for i in index.splits.get(split, [])])
     if len(rows) == 0:
         raise DataError(f"{data_path}: the {split!r} split is empty (try --split all)")
+    n_kw = int(fs.labels[rows].sum())
+    if n_kw in (0, len(rows)):  # au_fa_fr 0 and accuracy 1.0 here would mean nothing
+        raise DataError(
+            f"{data_path}: the {split!r} split has {len(rows)} readable clips, {n_kw} of them "
+            f"{ckpt.keyword!r}: scoring needs both keyword and other clips (try --split all, "
+            "or another --data)"
+        )
     return SplitData(
         str(data_path),
         split,

@@ -139,7 +139,7 @@ def unique_stems(paths) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for p in paths:
-        stem = Path(p).stem
+        stem = "stdin" if str(p) == "-" else Path(p).stem
         seen[stem] = seen.get(stem, 0) + 1
         out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
     return out

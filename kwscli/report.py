@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: give them room instead.
@@ -143,11 +144,11 @@ def _fmt_int(n: int) -> str:
 
 
 def evaluation_table(reports: list, baseline=None) -> Table:
-    title = f"evaluation on {reports[0].split} of {reports[0].data}"
+    title = f"evaluation on {reports[0].split} of {escape(reports[0].data)}"
     if baseline is not None:
         t = reports[0].targets["targets"]
         title += (
-            f"\nvs {baseline.path} (au_fa_fr {baseline.au_fa_fr:.3e}): targets memory ≥ "
+            f"\nvs {escape(baseline.path)} (au_fa_fr {baseline.au_fa_fr:.3e}): targets memory ≥ "
             f"{t['memory']:g}x, MACs ≥ {t['macs']:g}x, au_fa_fr ≤ {t['au_fa_fr']:g}x"
         )
     table = Table(title=title)
@@ -172,7 +173,7 @@ def evaluation_table(reports: list, baseline=None) -> Table:
     for r in reports:
         ops = " ".join(f"{o['frr']:.3f}@{o['target_far']:g}" for o in r.operating_points)
         row = [
-            r.path,
+            escape(r.path),
             r.label,
             f"{_fmt_int(r.clips)} ({r.keyword_clips})",
             f"{r.au_fa_fr:.3e}",
@@ -205,7 +206,7 @@ def _mark(text: str, ok: bool) -> str:
 
 def compression_table(rep) -> Table:
     """Before/after of quantize/fp16, with what explains any change in the metric."""
-    table = Table(title=f"{rep.label}: {rep.source} → {rep.output}")
+    table = Table(title=escape(f"{rep.label}: {rep.source} → {rep.output}"))
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -216,10 +217,10 @@ def compression_table(rep) -> Table:
     )
     table.add_row("MACs 2s", "", _fmt_int(rep.macs_2s) + "  (unchanged: same arithmetic count)")
     if rep.au_fa_fr_before is None:
-        table.caption = rep.note
+        table.caption = escape(rep.note or "")
         return table
     table.add_row(
-        f"val au_fa_fr ({rep.data})",
+        escape(f"val au_fa_fr ({rep.data})"),
         f"{rep.au_fa_fr_before:.3e}",
         _mark(f"{rep.au_fa_fr_after:.3e}", not rep.degraded),
     )
@@ -256,9 +257,9 @@ def runs_table(runs: list, title: str) -> Table:
 
     for r in runs:
         table.add_row(
-            r.name,
+            escape(r.name),
             r.kind,
-            r.loss,
+            escape(r.loss),
             opt(r.temperature, "g"),
             opt(r.alpha, "g"),
             "-" if r.augment is None else ("yes" if r.augment else "no"),
@@ -286,12 +287,15 @@ def detect_header(settings: dict) -> None:
 
 def detections_table(result, settings: dict) -> None:
     """One file's detections: when the keyword was said and how sure the model was."""
-    head = f"[bold]{result.path}[/]  {result.duration:.1f} s"
+    head = f"[bold]{escape(result.path)}[/]  {result.duration:.1f} s"
     if result.notes:
-        head += "  (" + "; ".join(result.notes) + ")"
+        head += "  (" + escape("; ".join(result.notes)) + ")"
     console.print(head, highlight=False)
     if not result.detections:
-        console.print(f"  no {settings['keyword']!r} above threshold {settings['threshold']:g}")
+        console.print(
+            f"  no {settings['keyword']!r} above threshold {settings['threshold']:.4g}",
+            markup=False,
+        )
         return
     table = Table(box=None, padding=(0, 2))
     for col in ("#", "time", "start", "end", "peak P"):
@@ -308,7 +312,7 @@ def _clock(seconds: float) -> str:
 
 
 def calibration_table(c) -> Table:
-    table = Table(title=f"calibration of {c.model} → {c.output}", show_header=False)
+    table = Table(title=escape(f"calibration of {c.model} → {c.output}"), show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
     table.add_row(
@@ -368,8 +372,19 @@ def plot_trace(results: list, settings: dict, out: Path) -> list[Path]:
 
 
 def print_json(data: Any) -> None:
-    """Machine output goes to stdout untouched by rich (no wrapping, no colour)."""
-    print(json.dumps(data, indent=2))
+    """Machine output goes to stdout untouched by rich (no wrapping, no colour), as strict JSON:
+    a number that is not finite (latency not measured, an unlimited budget) is null."""
+    print(json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
 
 
 # ---------------------------------------------------------------- plots

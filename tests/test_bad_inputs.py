@@ -227,6 +227,14 @@ def _with(ctx: Ctx, rel: str, **changes) -> Path:
     return ctx.saved(rel, raw)
 
 
+def _unreadable_keyword(ctx: Ctx) -> Path:
+    """A dataset whose keyword folder holds only files that are not audio."""
+    root = ctx.dataset("no-kw", {"sheila": 4, "yes": 20})
+    for f in (root / "sheila").iterdir():
+        f.write_bytes(b"not audio")
+    return root
+
+
 def _teacher(ctx: Ctx, *extra) -> list:
     return ["--data", ctx.data, "--runs-dir", ctx.p("runs"), *extra]
 
@@ -429,6 +437,12 @@ ROWS: list[Row] = [
     R("evaluate", "--plot onto a text file named .png",
       lambda c: [c.teacher(), "--data", c.data, "--no-latency", "--plot",
                  c.write("n.png", "notes")], 1, "is not a PNG image", unchanged=("n.png",)),
+    R("evaluate", "a dataset of keyword clips only",
+      lambda c: [c.teacher(), "--data", c.dataset("kw", {"sheila": 20}), "--split", "all",
+                 "--no-latency"], 1, "needs both keyword and other clips"),
+    R("evaluate", "a dataset whose keyword clips are all unreadable",
+      lambda c: [c.teacher(), "--data", _unreadable_keyword(c), "--split", "all",
+                 "--no-latency"], 1, "0 of them 'sheila'"),
     R("evaluate", "missing checkpoint", lambda c: [c.p("nope.pt")], 1, "checkpoint not found"),
     R("evaluate", "directory as checkpoint", lambda c: [c.folder("d")], 1, "is a folder"),
     R("evaluate", "empty file", lambda c: [c.write("e.pt")], 1, "empty file"),
@@ -511,8 +525,8 @@ ROWS: list[Row] = [
       "not a readable audio file"),
     R("detect", "wav header with no samples",
       lambda c: [c.wav("none.wav", 0.0), "--model", c.teacher()], 1, "contains no audio samples"),
-    R("detect", "directory", lambda c: [c.folder("d"), "--model", c.teacher()], 1,
-      "is a directory"),
+    R("detect", "a folder with no audio in it",
+      lambda c: [c.folder("d"), "--model", c.teacher()], 1, "a folder with no audio files"),
     R("detect", "missing file among several (the others still run)",
       lambda c: [c.p("missing.wav"), c.wav("good.wav", 1.2), "--model", c.teacher()], 1,
       "no such file", check=_good_file_still_scored),
@@ -559,10 +573,15 @@ ROWS: list[Row] = [
     R("detect", "--plot onto a text file named .png",
       lambda c: [c.wav("a.wav"), "--model", c.teacher(), "--plot", c.write("n.png", "notes")], 1,
       "is not a PNG image", unchanged=("n.png",)),
+    R("detect", "file name that reads as rich markup ([draft])",
+      lambda c: [c.wav("x [draft].wav"), "--model", c.teacher()], 0, "x [draft].wav"),
+    R("detect", "missing file named like markup ([/], [bold])",
+      lambda c: [c.p("a[/]b.wav"), c.p("n[bold].wav"), "--model", c.teacher()], 1,
+      "n[bold].wav: no such file"),
     # ------------------------------------------------------------------ calibrate
     R("calibrate", "negatives folder missing",
       lambda c: [c.teacher(), "--negatives", c.p("no"), "--out", c.p("c.pt")], 1,
-      "no such folder of keyword-free audio", nothing_under=("c.pt",)),
+      "no such file or folder of keyword-free audio", nothing_under=("c.pt",)),
     R("calibrate", "folder without audio",
       lambda c: [c.teacher(), "--negatives", c.write("neg/x.txt", "x").parent, "--out",
                  c.p("c.pt")], 1, "no audio files under", nothing_under=("c.pt",)),

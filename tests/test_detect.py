@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -127,12 +129,13 @@ def test_detect_bad_files_are_reported_and_exit_non_zero(model_pt, tmp_path, nam
 
 def test_detect_goes_on_after_a_missing_file_then_exits_1(model_pt, tmp_path):
     good = _wav(tmp_path / "good.wav", 1.2)
+    (tmp_path / "empty").mkdir()
     res = runner.invoke(
         app,
         [
             "detect",
             str(tmp_path / "missing.wav"),
-            str(tmp_path),
+            str(tmp_path / "empty"),
             str(good),
             "--model",
             str(model_pt),
@@ -142,7 +145,7 @@ def test_detect_goes_on_after_a_missing_file_then_exits_1(model_pt, tmp_path):
     assert res.exit_code == 1
     missing, folder, ok = _json(res)
     assert "no such file" in missing["error"]
-    assert "is a directory" in folder["error"]
+    assert "a folder with no audio files" in folder["error"]
     assert ok["error"] is None and ok["duration_s"] == pytest.approx(1.2)
 
 
@@ -244,7 +247,7 @@ def test_calibrate_bad_inputs(model_pt, tmp_path):
     res = runner.invoke(
         app, ["calibrate", str(model_pt), "--negatives", str(tmp_path / "no"), *out]
     )
-    assert res.exit_code == 1 and "no such folder" in res.output
+    assert res.exit_code == 1 and "no such file or folder" in res.output
     res = runner.invoke(app, ["calibrate", str(model_pt), "--negatives", str(tmp_path), *out])
     assert res.exit_code == 1 and "no audio files" in res.output
     res = runner.invoke(
@@ -516,3 +519,41 @@ def test_a_keyword_at_the_very_end_is_still_found():
     found = detect_file(cut, make_detector(ckpt), ckpt.threshold).detections
     assert found and abs(found[-1].time - (last["start"] + last["end"]) / 2) <= 0.5
     assert found[-1].end <= last["end"] - 0.05 + 1e-6  # clamped to the file
+
+
+EXAMPLE_WAV = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
+
+
+@pytest.mark.slow
+def test_folders_and_stdin_as_inputs_give_the_files_detections(tmp_path):
+    shutil.copy(EXAMPLE_WAV, tmp_path / "a.wav")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(EXAMPLE_WAV, tmp_path / "sub" / "b.flac.wav")
+    (tmp_path / "notes.txt").write_text("not audio")
+    as_file = json.loads(runner.invoke(app, ["detect", str(EXAMPLE_WAV), "--json"]).output)[0]
+    folder = json.loads(runner.invoke(app, ["detect", str(tmp_path), "--json"]).output)
+    assert [Path(r["path"]).name for r in folder] == ["a.wav", "b.flac.wav"]
+    assert all(r["detections"] == as_file["detections"] for r in folder)
+    piped = runner.invoke(app, ["detect", "-", "--json"], input=EXAMPLE_WAV.read_bytes())
+    assert piped.exit_code == 0, piped.output
+    assert json.loads(piped.output)[0]["detections"] == as_file["detections"]
+
+
+@pytest.mark.slow
+def test_a_pipe_is_refused_at_once_and_skipped_inside_a_folder(tmp_path):
+    """A FIFO with no writer would block a read forever: named as such, in a subprocess with a
+    deadline; inside a --negatives folder it is skipped."""
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    res = subprocess.run(
+        [sys.executable, "-m", "kwscli", "detect", str(fifo)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 1 and "not a regular file" in res.stderr
+    from kwscli.audio import audio_files
+
+    shutil.copy(EXAMPLE_WAV, tmp_path / "real.wav")
+    assert audio_files(tmp_path) == [tmp_path / "real.wav"]
