@@ -28,11 +28,46 @@ class atomic_write:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.tmp.unlink(missing_ok=True)
+            if _write_failure(exc):
+                raise self._failed(exc) from None
             return
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
-        os.replace(self.tmp, self.path)
+        try:
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp's 0600 hides it from other users
+            os.replace(self.tmp, self.path)
+        except OSError as err:
+            self.tmp.unlink(missing_ok=True)
+            raise self._failed(err) from None
+
+    def _failed(self, exc: BaseException):
+        from kwscli.errors import KwsError
+
+        kept = "the earlier file is unchanged" if self.path.exists() else "nothing was written"
+        return KwsError(f"{self.path}: could not be written ({_reason(exc)}); {kept}")
+
+
+def _write_failure(exc: BaseException) -> bool:
+    """A full disk, a file-size limit, a permission or I/O error — however the writer (torch,
+    libsndfile, Python) words it."""
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in ("no space", "file too large", "unexpected pos", "system error"))
+
+
+def _reason(exc: BaseException) -> str:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "larger than the file-size limit"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if "unexpected pos" in str(exc) or "system error" in str(exc).lower():
+        return "the write stopped part-way: disk full or a file-size limit?"
+    return str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

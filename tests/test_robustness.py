@@ -318,3 +318,32 @@ def test_random_model_settings_give_only_config_errors(model):
 
     out = CRNN(cfg.model, cfg.features.n_mels)(torch.zeros(1, 40, 101))  # valid ⇒ it runs
     assert out.shape == (1, cfg.model.num_classes)
+
+
+@pytest.mark.slow
+def test_a_write_past_the_file_size_limit_is_one_line_and_keeps_the_old_file(tmp_path):
+    """As a full disk would: `kws fp16` under a 50 KB file-size limit says so in one line,
+    leaves no temporary file, and an earlier output stays as it was."""
+    import shutil
+    import subprocess
+    import sys
+
+    from kwscli.checkpoint import BUNDLED
+
+    shutil.copy(BUNDLED / "teacher.pt", tmp_path / "t.pt")
+    (tmp_path / "t.fp16.pt").write_text("earlier output")
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000)); "
+        "from kwscli.cli import main; sys.argv = ['kws', 'fp16', 't.pt', '--force']; main()"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 1, res.stderr
+    assert (
+        "could not be written (the write stopped part-way: disk full or a file-size" in res.stderr
+    )
+    assert "the earlier file is unchanged" in res.stderr and "Traceback" not in res.stderr
+    assert (tmp_path / "t.fp16.pt").read_text() == "earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.fp16.pt", "t.pt"]
