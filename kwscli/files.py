@@ -186,3 +186,16 @@ def trace_plot_paths(out: Path, inputs) -> list[Path]:
     if len(inputs) == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{stem}.png") for stem in unique_stems(inputs)]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (one we may not signal counts as alive)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -12,7 +12,7 @@ from pathlib import Path
 from kwscli import engine
 from kwscli.config import RunConfig
 from kwscli.errors import ConfigError, KwsError
-from kwscli.files import atomic_write
+from kwscli.files import atomic_write, process_alive
 
 RUN_FILES = ("model.pt", "last.pt", "history.json", "config.yaml", "curves.png", "metrics.json")
 CHECKPOINTS = (engine.BEST, engine.LAST)  # a folder holds a run once one of these is saved
@@ -112,7 +112,7 @@ class run_lock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _lock_holder(self.path)
-                if holder is not None and _alive(holder):
+                if holder is not None and process_alive(holder):
                     raise KwsError(
                         f"{self.path.parent} is in use by another kws run (pid {holder}); wait "
                         "for it to finish or pick another --name"
@@ -133,18 +133,6 @@ def _lock_holder(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def save_run_config(cfg: RunConfig, run_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -171,6 +172,28 @@ def test_force_replaces_an_earlier_synthetic_dataset(tmp_path):
     report = synthesize_dataset(out, workers=1, force=True, **small)
     assert not (out / "sheila" / "stale.wav").exists()
     assert len(clips(out)) == report.clips == 40
+
+
+@pytest.mark.slow
+def test_an_interrupted_synthesis_is_remade_by_the_same_command(tmp_path):
+    """Killed part-way (SYNTH.json says incomplete, its process is gone): the same command
+    starts over without --force; one still being written (its process alive) is refused."""
+    import json
+    import subprocess
+
+    out = tmp_path / "d"
+    small = {**TINY, "num_clips": 40}
+    synthesize_dataset(out, workers=1, **small)
+    state = json.loads((out / "SYNTH.json").read_text())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / "SYNTH.json").write_text(json.dumps({**state, "complete": False, "pid": dead.pid}))
+    (out / "sheila" / "half.wav").write_bytes(b"x")
+    report = synthesize_dataset(out, workers=1, **small)
+    assert not report.already_present and len(clips(out)) == 40
+    (out / "SYNTH.json").write_text(json.dumps({**state, "complete": False, "pid": os.getpid()}))
+    with pytest.raises(DataError, match="other settings"):
+        synthesize_dataset(out, workers=1, **small)
 
 
 BAD = [

@@ -176,7 +176,7 @@ def synthesize_dataset(
         jobs.append((index, f"{folder}/{speaker.id}_nohash_{n}.wav", text, speaker))
 
     settings["speakers"] = len(speakers)
-    _write_json(out_dir / "SYNTH.json", {**settings, "complete": False})
+    _write_json(out_dir / "SYNTH.json", {**settings, "complete": False, "pid": os.getpid()})
     chunks = [jobs[i : i + CHUNK_CLIPS] for i in range(0, len(jobs), CHUNK_CLIPS)]
     tasks = [(out_dir, seed, chunk, settings, loaded) for chunk in chunks]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
@@ -347,10 +347,23 @@ def _same_dataset(out_dir: Path, settings: dict) -> SynthReport | None:
     )
 
 
+def _interrupted(out_dir: Path) -> bool:
+    """A synthetic dataset kws started and never finished (Ctrl-C, a kill), and whose process
+    is gone (not one being written right now)."""
+    from kwscli.files import process_alive
+
+    try:
+        state = json.loads((out_dir / "SYNTH.json").read_text())
+        pid = state.get("pid")
+        return state.get("complete") is False and not (pid and process_alive(int(pid)))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
 def _prepare_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: is a file, expected a folder for the dataset")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _interrupted(out_dir):
         if not force:
             what = (
                 "holds a synthetic dataset made with other settings"
@@ -366,7 +379,8 @@ def _prepare_out_dir(out_dir: Path, force: bool) -> None:
                 f"{out_dir}: not a synthetic dataset (no SYNTH.json); refusing to "
                 "delete it, remove it yourself or pick a new folder"
             )
-        shutil.rmtree(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()):  # an earlier dataset, or an unfinished one
+        shutil.rmtree(out_dir)  # of ours (nothing in it to keep)
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
