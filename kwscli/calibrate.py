@@ -54,6 +54,21 @@ class Calibration:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def too_short(self) -> str | None:
+        """Why the negatives cannot show whether the target is met: one false alarm in H hours
+        is already 1/H per hour, so a target below that is never measured, only hoped for."""
+        finest = 1 / self.hours if self.hours else float("inf")
+        if self.target_fa_per_hour >= finest:
+            return None
+        need = 1 / self.target_fa_per_hour if self.target_fa_per_hour else float("inf")
+        need_text = f"at least {need:.3g} h" if need < float("inf") else "hours"
+        return (
+            f"{self.hours:.3g} h of negatives can only tell 0 false alarms from {finest:.3g} per "
+            f"hour; {self.target_fa_per_hour:g} FA/h needs {need_text} of keyword-free audio to "
+            "be measured"
+        )
+
 
 def threshold_grid() -> np.ndarray:
     """Candidate thresholds, dense near 1 where low false-alarm operating points live. Never
@@ -200,12 +215,12 @@ def _real_clips(folder: Path, keyword: str) -> tuple[list[Path], list[Path]]:
     """(keyword clips, other clips) of a real dataset: `folder/<keyword>/*` are the keyword,
     every other word folder (and `_silence_`) is not; a folder without a keyword subfolder is
     read as keyword clips only."""
-    from kwscli.data.speech_commands import scan_dataset
+    from kwscli.data.speech_commands import keyword_folder, scan_dataset
 
     if not folder.is_dir():
         raise DataError(f"--positives {folder}: no such folder of keyword clips")
-    if (folder / keyword.replace(" ", "_")).is_dir():
-        index = scan_dataset(folder, keyword.replace(" ", "_"), "random")
+    if (folder / keyword_folder(keyword)).is_dir():
+        index = scan_dataset(folder, keyword, "random")
         paths = [folder / p for p in index.paths]
         pos = [p for p, y in zip(paths, index.labels, strict=True) if y == 1]
         neg = [p for p, y in zip(paths, index.labels, strict=True) if y == 0]

@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from kwscli.config import ConvPrecision, ExportFormat, StateMode
-from kwscli.errors import KwsError
+from kwscli.errors import ConfigError, KwsError
 from kwscli.options import SettingsCommand, with_settings
 
 _state = {"debug": False}
@@ -74,7 +74,7 @@ def _fail(message: str, code: int = 1):
 app = typer.Typer(
     cls=_Group,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     help="Train, compress, evaluate and run small keyword spotters.",
 )
@@ -229,7 +229,11 @@ def evaluate(
     ] = True,
     far: Annotated[
         list[float] | None,
-        typer.Option(help="False-alarm rate(s) to report the FRR at (default: 0.001 0.01 0.05)."),
+        typer.Option(
+            metavar="RATE",
+            help="A false-alarm rate to report the FRR at; repeat for several (--far 0.01 --far "
+            "0.05). Default: 0.001, 0.01 and 0.05.",
+        ),
     ] = None,
 ) -> None:
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
@@ -243,6 +247,12 @@ def evaluate(
             check_plot(path, inputs=[*models, baseline, data])
 
     fars = check_fars(far)  # before any model is scored
+    for m in models:  # `--far 0.01 0.05` reads 0.05 as a model: say so, not "not found"
+        if not m.exists() and _is_number(str(m)):
+            raise ConfigError(
+                f"{m}: no such model, and it looks like a false-alarm rate: give each rate its "
+                f"own flag (--far {far[-1] if far else 0.01:g} --far {m})"
+            )
     reports = [evaluate_checkpoint(m, data, split, fars, latency=latency) for m in models]
     base = None
     if baseline is not None:
@@ -442,6 +452,8 @@ def calibrate(
                 f"{max_real_frr:g} of the real keyword clips; threshold lowered to "
                 f"{s['threshold']:.4g}, at {s['fa_per_hour']:.3g} FA/h on the negatives"
             )
+    if result.too_short:
+        _warn(result.too_short)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -621,6 +633,14 @@ def data_download(
         else (f"downloaded {res.bytes_downloaded:,} bytes" + (" (resumed)" if res.resumed else ""))
     )
     console.print(f"{what} → {res.root}", markup=False, highlight=False)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _print_config(cfg) -> None:

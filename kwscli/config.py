@@ -175,7 +175,11 @@ class DataConfig(_Strict):
         description="Dataset root folder (<word>/*.wav).",
         **flags("--data", metavar="DIR"),
     )
-    keyword: str = Field("sheila", min_length=1, description="Folder name of the keyword.")
+    keyword: str = Field(
+        "sheila",
+        min_length=1,
+        description="The keyword: its clips are the folder of that name (spaces as _).",
+    )
     split: Split = Field(
         Split.official,
         description="official = validation_list/testing_list; random = course 80/20.",

@@ -143,33 +143,22 @@ def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
 
-def evaluation_table(reports: list, baseline=None) -> Table:
+def evaluation_table(reports: list, baseline=None, width: int | None = None) -> Table:
     title = f"evaluation on {reports[0].split} of {escape(reports[0].data)}"
     if baseline is not None:
         t = reports[0].targets["targets"]
         title += (
             f"\nvs {escape(baseline.path)} (au_fa_fr {baseline.au_fa_fr:.3e}): targets memory ≥ "
-            f"{t['memory']:g}x, MACs ≥ {t['macs']:g}x, au_fa_fr ≤ {t['au_fa_fr']:g}x"
+            f"{t['memory']:g}x, MACs ≥ {t['macs']:g}x, au_fa_fr ≤ {t['au_fa_fr']:g}x "
+            "(ratios: memory and MACs teacher ÷ model, au_fa_fr model ÷ teacher)"
         )
-    table = Table(title=title)
-    cols = [
-        "model",
-        "kind",
-        "clips (kw)",
-        "au_fa_fr",
-        "ROC AUC",
-        "acc",
-        "FRR@FAR",
-        "params",
-        "bytes",
-        "MACs 1s",
-        "MACs 2s",
-        "ms/clip",
-    ]
+    # (header, keep): the lowest `keep` goes first when the terminal is too narrow
+    cols = [("model", 9), ("kind", 8), ("clips (kw)", 2), ("au_fa_fr", 9), ("ROC AUC", 3),
+            ("acc", 1), ("FRR@FAR", 4), ("params", 5), ("bytes", 6), ("MACs 1s", 0),
+            ("MACs 2s", 5), ("ms/clip", 3)]  # fmt: skip
     if baseline is not None:
-        cols += ["mem ×", "MACs ×", "au_fa_fr ×", "verdict"]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "kind") else "right")
+        cols += [("mem ×", 7), ("MACs ×", 7), ("au_fa_fr ×", 7), ("verdict", 9)]
+    rows = []
     for r in reports:
         ops = " ".join(f"{o['frr']:.3f}@{o['target_far']:g}" for o in r.operating_points)
         row = [
@@ -194,9 +183,49 @@ def evaluation_table(reports: list, baseline=None) -> Table:
                 _mark(f"{t['au_fa_fr_ratio']:.2f}", ok["au_fa_fr"]),
                 _mark(t["verdict"], t["verdict"] == "PASS"),
             ]
-        table.add_row(*row)
+        rows.append(row)
+    notes = []
     if any(r.kind == "int8" for r in reports):
-        table.caption = "int8 MACs and params are counted as the float layers they replace"
+        notes.append("int8 MACs and params are counted as the float layers they replace")
+    return fitted_table(title, cols, rows, width, notes)
+
+
+def fitted_table(
+    title: str, cols: list, rows: list[list[str]], width: int | None = None, notes=()
+) -> Table:
+    """A table that never cuts a number: when the columns do not fit `width` (the terminal's),
+    the least needed go (named in a note: --json has them all) and names wrap."""
+    from rich.text import Text
+
+    width = width or console.width
+    shown = list(range(len(cols)))
+
+    def cell_len(text: str) -> int:
+        return max((len(line) for line in Text.from_markup(text).plain.splitlines()), default=0)
+
+    def need(idx: list[int]) -> int:
+        widths = [max([len(cols[i][0])] + [cell_len(r[i]) for r in rows]) for i in idx]
+        widths[0] = min(widths[0], 24)  # the name column wraps rather than push others out
+        return sum(widths) + 3 * len(idx) + 1
+
+    dropped = []
+    while need(shown) > width and len(shown) > 2:
+        worst = min(shown[1:], key=lambda i: cols[i][1])
+        shown.remove(worst)
+        dropped.append(cols[worst][0])
+    table = Table(title=title)
+    for n, i in enumerate(shown):
+        name = cols[i][0]
+        if n == 0:
+            table.add_column(name, overflow="fold", min_width=min(12, len(name) + 8), max_width=24)
+        else:
+            table.add_column(name, justify="left" if n < 3 and i < 3 else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(r[i] for i in shown))
+    if dropped:
+        notes = [*notes, f"left out at this width: {', '.join(dropped)} (wider terminal or --json)"]
+    if notes:
+        table.caption = escape("; ".join(notes))
     return table
 
 
@@ -232,31 +261,16 @@ def compression_table(rep) -> Table:
     return table
 
 
-def runs_table(runs: list, title: str) -> Table:
-    table = Table(title=title)
-    cols = (
-        "run",
-        "kind",
-        "loss",
-        "T",
-        "α",
-        "aug",
-        "params",
-        "bytes",
-        "MACs 2s",
-        "val au_fa_fr",
-        "mem ×",
-        "MACs ×",
-        "au_fa_fr ×",
-    )
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("run", "kind", "loss") else "right")
+def runs_table(runs: list, title: str, width: int | None = None) -> Table:
+    cols = [("run", 9), ("kind", 8), ("loss", 7), ("T", 3), ("α", 2), ("aug", 1),
+            ("params", 5), ("bytes", 4), ("MACs 2s", 4), ("val au_fa_fr", 9), ("mem ×", 6),
+            ("MACs ×", 6), ("au_fa_fr ×", 6)]  # fmt: skip
 
     def opt(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    for r in runs:
-        table.add_row(
+    rows = [
+        [
             escape(r.name),
             r.kind,
             escape(r.loss),
@@ -270,8 +284,10 @@ def runs_table(runs: list, title: str) -> Table:
             opt(r.memory_ratio, ".2f"),
             opt(r.macs_ratio, ".2f"),
             opt(r.au_fa_fr_ratio, ".2f"),
-        )
-    return table
+        ]
+        for r in runs
+    ]
+    return fitted_table(title, cols, rows, width)
 
 
 def detect_header(settings: dict) -> None:

@@ -43,6 +43,11 @@ class DatasetIndex:
         return {k: (len(v), int(self.labels[v].sum())) for k, v in self.splits.items()}
 
 
+def keyword_folder(keyword: str) -> str:
+    """The folder a keyword's clips live in: `hey jarvis` → `hey_jarvis/` (kws data synth)."""
+    return keyword.strip().replace(" ", "_")
+
+
 def scan_dataset(
     root: str | Path,
     keyword: str,
@@ -50,8 +55,10 @@ def scan_dataset(
     seed: int = 0,
     val_fraction: float = 0.2,
 ) -> DatasetIndex:
-    """Index the wavs under `root` and assign each to train/val(/test)."""
+    """Index the wavs under `root` and assign each to train/val(/test). The keyword's clips are
+    in `keyword_folder(keyword)`."""
     root = Path(root)
+    keyword = keyword_folder(keyword)
     if not root.exists():
         raise DataError(
             f"{root}: dataset folder not found: pass --data DIR (a <word>/*.wav folder; "

@@ -32,6 +32,7 @@ from kwscli.audio import CLIP_SAMPLES, SAMPLE_RATE, load_wav, write_wav
 from kwscli.data import engines as tts_engines
 from kwscli.data.acoustics import vary
 from kwscli.data.engines import Engine, Speaker
+from kwscli.data.speech_commands import keyword_folder
 from kwscli.data.tts import Espeak, random_speakers
 from kwscli.errors import ConfigError, DataError, KwsError
 
@@ -83,7 +84,7 @@ class SynthReport:
 
     @property
     def keyword_clips(self) -> int:
-        folder = str(self.settings.get("keyword", "")).replace(" ", "_")
+        folder = keyword_folder(str(self.settings.get("keyword", "")))
         return self.per_word.get(folder, 0)
 
 
@@ -147,7 +148,7 @@ def synthesize_dataset(
         done.warnings = warnings
         return done
     _prepare_out_dir(out_dir, force)
-    kw_dir = keyword.replace(" ", "_")
+    kw_dir = keyword_folder(keyword)
     confusables = [w for w in settings["confusables"] if w != keyword]
     sc_words = [w for w in SPEECH_COMMANDS_WORDS if w != keyword]
     vocab = sorted({*sc_words, *confusables, *FILLER_WORDS} - set(keyword.split()))
