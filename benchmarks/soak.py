@@ -84,29 +84,24 @@ def per_hour(times: list[float], events: list[dict], hours: int) -> list[tuple[i
 
 
 def api_run(day: Path, events: list[dict], hours: int) -> None:
+    """In its own process (started by main), so its peak RSS is the stream's alone."""
     import kwscli
-    from kwscli.detect import REFRACTORY_S, find_detections
+    from kwscli.detect import REFRACTORY_S, DetectionTracker
 
     spotter = kwscli.load()
-    print(f"API: {spotter.settings()['model']} threshold {spotter.threshold:.4g}")
-    times, probs, focus = [], [], []
+    print(f"API: {spotter.settings()['model']} threshold {spotter.threshold:.4g}, 0.5 s chunks")
+    tracker = DetectionTracker(spotter.threshold, REFRACTORY_S, spotter.detector.window_seconds)
     print(" hour   RTF   RSS now MB   peak MB")
     with sf.SoundFile(day) as f:
         for h in range(hours):
             t0 = time.perf_counter()
             for _ in range(7200):  # 0.5 s chunks
-                out = spotter.detector.process(f.read(SR // 2, dtype="float32"))
-                times.append(out.times)
-                probs.append(out.probs)
-                focus.append(out.focus)
+                tracker.feed(spotter.detector.process(f.read(SR // 2, dtype="float32")))
             took = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"{h + 1:5d} {3600 / took:5.0f}x {rss_mb():11.0f} {peak:9.0f}", flush=True)
-    t, p, c = (np.concatenate(x) for x in (times, probs, focus))
-    found = find_detections(
-        t, p, c, spotter.threshold, REFRACTORY_S, spotter.detector.window_seconds
-    )
-    report_hours([d.time for d in found], events, hours)
+    tracker.feed(spotter.detector.flush())
+    report_hours([d.time for d in tracker.close()], events, hours)
 
 
 def report_hours(times: list[float], events: list[dict], hours: int) -> None:
@@ -147,10 +142,13 @@ def main() -> None:
     ap.add_argument("--only", choices=("api", "cli"))
     args = ap.parse_args()
     day, events = make(args.hours)
-    if args.only != "cli":
+    if args.only == "api":
         api_run(day, events, args.hours)
-    if args.only != "api":
-        cli_run(day, events, args.hours)
+        return
+    if args.only is None:  # a process of its own: its peak RSS is the stream's, not the making's
+        cmd = [sys.executable, __file__, "--hours", str(args.hours), "--only", "api"]
+        subprocess.run(cmd, check=True)
+    cli_run(day, events, args.hours)
 
 
 if __name__ == "__main__":

@@ -131,16 +131,17 @@ ForceRun = Annotated[
 
 
 def _student_shown() -> dict[str, str]:
-    """`kws distill --help` shows a student's defaults: the SPEC's final student shape, and the
-    teacher's features and dataset."""
+    """`kws distill --help` shows a student's defaults: the SPEC's final student shape and its
+    schedule, and the teacher's features and dataset."""
     from kwscli.config import STUDENT_DEFAULTS, FeatureConfig
 
     shown = {"name": "from the settings, e.g. student-kl-T4"}
     shown |= {f"features.{k}": "the teacher's" for k in FeatureConfig.model_fields}
     teachers = ("path", "keyword", "split", "split_seed", "val_fraction")
     shown |= {f"data.{k}": "the teacher's" for k in teachers}
-    for k, v in STUDENT_DEFAULTS.items():
-        shown[f"model.{k}"] = " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    for section, values in STUDENT_DEFAULTS.items():
+        for k, v in values.items():
+            shown[f"{section}.{k}"] = " ".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}"
     return shown
 
 

@@ -180,18 +180,21 @@ def detect_file(
     path = Path(path)
     result = FileResult(str(path))
     detector.reset()
-    times, probs, focus = [], [], []
+    tracker = DetectionTracker(threshold, refractory, detector.window_seconds)
+    times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
         for block in read_blocks(path, detector.features.sample_rate, result=result):
             out = detector.process(block)
             result.duration += len(block) / detector.features.sample_rate
+            tracker.feed(out)
+            if keep_trace:
+                times.append(out.times)
+                probs.append(out.probs)
+        out = detector.flush()  # the file's last moments, scored with silence after them
+        tracker.feed(out)
+        if keep_trace:
             times.append(out.times)
             probs.append(out.probs)
-            focus.append(out.focus)
-        out = detector.flush()  # the file's last moments, scored with silence after them
-        times.append(out.times)
-        probs.append(out.probs)
-        focus.append(out.focus)
     except AudioError as exc:
         result.error = str(exc)
         return result
@@ -199,14 +202,49 @@ def detect_file(
         result.notes.append(
             f"only {result.duration:.2f} s of audio: scored as one window padded with silence"
         )
-    t, p, c = (np.concatenate(x) if x else np.zeros(0) for x in (times, probs, focus))
-    window_s = detector.window_seconds
-    result.detections = _clip_to(
-        find_detections(t, p, c, threshold, refractory, window_s), result.duration
-    )
+    result.detections = _clip_to(tracker.close(), result.duration)
     if keep_trace:
-        result.times, result.probs = t, p
+        result.times, result.probs = (np.concatenate(x) for x in (times, probs))
     return result
+
+
+class DetectionTracker:
+    """`find_detections` on a stream, in constant memory: outputs go in block by block, closed
+    detections accumulate, nothing else is kept. `close()` ends the stream."""
+
+    def __init__(self, threshold: float, refractory: float, window_s: float) -> None:
+        self.threshold, self.refractory, self.window_s = threshold, refractory, window_s
+        self.done: list[Detection] = []
+        self.run: list[float] | None = None  # first time, last time, peak P, peak focus
+
+    def feed(self, out) -> list[Detection]:
+        """Take a block of outputs (times, probs, focus); return the detections it closed."""
+        closed = []
+        for i in np.flatnonzero(out.probs >= self.threshold):
+            t, p, f = float(out.times[i]), float(out.probs[i]), float(out.focus[i])
+            run = self.run
+            if run is not None and t - run[1] <= self.refractory:
+                run[1] = t
+                if p > run[2]:  # the first of equal peaks, as np.argmax
+                    run[2], run[3] = p, f
+                continue
+            if run is not None:
+                closed.append(self._detection(run))
+            self.run = [t, t, p, f]
+        self.done.extend(closed)
+        return closed
+
+    def close(self) -> list[Detection]:
+        if self.run is not None:
+            self.done.append(self._detection(self.run))
+            self.run = None
+        return self.done
+
+    def _detection(self, run: list[float]) -> Detection:
+        first, last, peak, focus = run
+        start = max(0.0, first - self.window_s)
+        # attention can rest on the silence before a file starts: keep the time inside the span
+        return Detection(start=start, end=last, time=min(max(focus, start), last), peak=peak)
 
 
 def find_detections(

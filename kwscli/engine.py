@@ -259,9 +259,19 @@ class _Loop:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
             loss = self.criterion(self.model, x, y)
         if not torch.isfinite(loss):
+            kept = (
+                f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
+                if self.epoch
+                else "no checkpoint was saved (a run it was replacing is back in place)"
+            )
+            bad_input = not torch.isfinite(x).all()
             raise KwsError(
-                f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; the "
-                f"last good checkpoint is kept in {self.run_dir} (try a lower --lr)"
+                f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; {kept} "
+                + (
+                    "(the batch itself held NaN/inf: check the data)"
+                    if bad_input
+                    else "(try a lower --lr)"
+                )
             )
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -62,7 +62,7 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
             mode="json", include={"path", "split", "split_seed", "val_fraction"}
         )
         | {"keyword": teacher.keyword},
-        "model": dict(STUDENT_DEFAULTS),
+        **{section: dict(values) for section, values in STUDENT_DEFAULTS.items()},
         "distill": {},
     }
     cfg = build_config(RunConfig, file, overrides, base=base)

@@ -557,3 +557,23 @@ def test_a_pipe_is_refused_at_once_and_skipped_inside_a_folder(tmp_path):
 
     shutil.copy(EXAMPLE_WAV, tmp_path / "real.wav")
     assert audio_files(tmp_path) == [tmp_path / "real.wav"]
+
+
+def test_the_streaming_tracker_equals_find_detections_on_random_streams():
+    """kws detect keeps no trace of a long file: DetectionTracker, fed block by block, gives
+    exactly the detections of find_detections on the whole trace."""
+    from kwscli.detect import DetectionTracker
+    from kwscli.models.streaming import StreamOutput
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        t = np.cumsum(rng.uniform(0.02, 0.5, n))
+        p = np.round(rng.uniform(0, 1, n), 1)  # ties at the peak: the first one counts
+        c = t - rng.uniform(0, 1, n)
+        tracker = DetectionTracker(0.8, 1.0, 1.0)
+        cuts = [0, *sorted(rng.integers(0, n, 3)), n]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            tracker.feed(StreamOutput(t[a:b], p[a:b], c[a:b]))
+        expected = find_detections(t, p, c, 0.8, 1.0, 1.0)
+        assert [d.to_dict() for d in tracker.close()] == [d.to_dict() for d in expected]
