@@ -1,309 +1,42 @@
-"""Spot the keyword in audio files of any length, format, rate and channel count, streaming.
-
-A file is read in blocks (soundfile), mixed to mono, resampled block by block with enough context
-that the result equals resampling the whole file, and fed to a `StreamingDetector`. Memory stays
-bounded by the block size, whatever the file's length. P(keyword) runs above the threshold become
-detections; runs closer than the refractory period merge, so one utterance is one detection.
-"""
+"""Spot the keyword with a kws checkpoint (torch): the `Spotter` behind `kws detect` and the
+Python API, its streaming detector and its threshold. Reading audio and turning P(keyword) into
+detections is kwscli/detections.py, shared with the torch-free runtime."""
 
 from __future__ import annotations
 
-import io
-import math
-import sys
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from kwscli.audio import audio_files, check_finite, resample_ratio, write_wav
+from kwscli.audio import check_finite
 from kwscli.checkpoint import Checkpoint
+from kwscli.detections import (
+    REFRACTORY_S,
+    STDIN,
+    Detection,
+    DetectionTracker,
+    FileResult,
+    check_threshold,
+    clip_to,
+    detect_file,
+    expand_inputs,
+    find_detections,
+    read_blocks,
+    resample_blocks,
+    save_triggers,
+)
 from kwscli.errors import AudioError, CheckpointError, ConfigError
 from kwscli.files import unique_stems
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
 
-STDIN = "-"  # `kws detect -`: a wav (any format soundfile reads) on standard input
-BLOCK_SECONDS = 30.0
-REFRACTORY_S = 1.0
-
-
-@dataclass
-class Detection:
-    start: float  # s: start of the first window that fired
-    end: float  # s: end of the last window that fired
-    time: float  # s: where the peak window's attention looked: the keyword's position
-    peak: float  # highest P(keyword) in the detection
-
-    def to_dict(self) -> dict:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
-
-
-@dataclass
-class FileResult:
-    path: str
-    duration: float = 0.0  # seconds of audio read
-    sample_rate: int = 0  # of the file, before resampling
-    channels: int = 0
-    notes: list[str] = field(default_factory=list)  # what was done to the audio
-    detections: list[Detection] = field(default_factory=list)
-    error: str | None = None
-    times: np.ndarray | None = field(default=None, repr=False)  # P(keyword) trace
-    probs: np.ndarray | None = field(default=None, repr=False)
-
-    def to_dict(self, settings: dict) -> dict:
-        return {
-            "path": self.path,
-            "duration_s": round(self.duration, 3),
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "notes": self.notes,
-            "error": self.error,
-            "detections": [d.to_dict() for d in self.detections],
-            "settings": settings,
-        }
-
-
-def read_blocks(
-    path: Path,
-    sample_rate: int,
-    block_seconds: float = BLOCK_SECONDS,
-    result: FileResult | None = None,
-) -> Iterator[np.ndarray]:
-    """Mono float32 blocks at `sample_rate` from any file soundfile reads, in bounded memory."""
-    result = result or FileResult(str(path))
-    if str(path) == STDIN:
-        source = io.BytesIO(sys.stdin.buffer.read())  # a pipe cannot seek: read it whole
-    elif path.is_dir():
-        raise AudioError(f"{path}: a folder with no audio files (.wav, .flac, .ogg...) in it")
-    elif not path.exists():
-        raise AudioError(f"{path}: no such file")
-    elif not path.is_file():
-        raise AudioError(
-            f"{path}: not a regular file (a pipe or a device, which could block forever); "
-            f"pass a file, or {STDIN} to read a wav from standard input"
-        )
-    else:
-        source = str(path)
-    try:
-        f = sf.SoundFile(source)
-    except Exception as exc:
-        raise AudioError(
-            f"{path}: not a readable audio file ({str(exc).splitlines()[-1]})"
-        ) from None
-    with f:
-        result.sample_rate, result.channels = f.samplerate, f.channels
-        if f.frames == 0:
-            raise AudioError(f"{path}: contains no audio samples")
-        if f.channels > 1:
-            result.notes.append(f"mixed {f.channels} channels to mono")
-        if f.samplerate != sample_rate:
-            result.notes.append(f"resampled {f.samplerate} Hz → {sample_rate} Hz")
-            down, up = resample_ratio(f.samplerate, sample_rate)
-            if up * f.samplerate != down * sample_rate:
-                result.notes.append(
-                    f"{f.samplerate} Hz has no exact ratio to {sample_rate} Hz small enough to "
-                    f"filter: resampled at {down}:{up} (rate error "
-                    f"{abs(up * f.samplerate / (down * sample_rate) - 1):.1e})"
-                )
-            if f.samplerate < sample_rate:
-                result.notes.append(
-                    f"{f.samplerate} Hz holds nothing above "
-                    f"{f.samplerate // 2} Hz: expect lower accuracy"
-                )
-        blocks = (
-            _finite(b, path)[:, 0] if f.channels == 1 else _finite(b, path).mean(axis=1)
-            for b in f.blocks(
-                blocksize=_block_len(f.samplerate, sample_rate, block_seconds),
-                dtype="float32",
-                always_2d=True,
-            )
-        )
-        try:
-            yield from resample_blocks(blocks, f.samplerate, sample_rate)
-        except AudioError:
-            raise
-        except Exception as exc:  # libsndfile can fail mid-file (lost sync, truncation)
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise AudioError(f"{path}: decoding failed part-way ({reason})") from None
-
-
-def _finite(block: np.ndarray, path: Path) -> np.ndarray:
-    check_finite(block, path)
-    return block
-
-
-def _block_len(orig: int, new: int, seconds: float) -> int:
-    unit = resample_ratio(orig, new)[0]  # a multiple of this maps to a whole number of outputs
-    return max(unit, int(orig * seconds) // unit * unit)
-
-
-def resample_blocks(blocks: Iterator[np.ndarray], orig: int, new: int) -> Iterator[np.ndarray]:
-    """Resample a block stream; each block gets `context` neighbouring samples on both sides, so
-    the windowed-sinc filter sees what it would see on the whole signal."""
-    if orig == new:
-        yield from blocks
-        return
-    unit_in, unit_out = resample_ratio(orig, new)
-    context = unit_in * max(1, math.ceil(256 / unit_in))  # ≥ the filter's half-width
-    prev = np.zeros(0, np.float32)
-    current = None
-    for block in blocks:
-        if current is not None:
-            yield _resample_middle(prev, current, block[:context], orig, new, unit_in, unit_out)
-            prev = current[-context:]
-        current = block
-    if current is not None:
-        yield _resample_middle(prev, current, np.zeros(0, np.float32), orig, new, unit_in, unit_out)
-
-
-def _resample_middle(left, mid, right, orig, new, unit_in, unit_out) -> np.ndarray:
-    from kwscli.audio import resample
-
-    out = resample(np.concatenate([left, mid, right]), orig, new)
-    start = len(left) // unit_in * unit_out
-    n = math.ceil(len(mid) * unit_out / unit_in)
-    return out[start : start + n]
-
-
-def detect_file(
-    path: str | Path,
-    detector: StreamingDetector,
-    threshold: float,
-    refractory: float = REFRACTORY_S,
-    keep_trace: bool = False,
-) -> FileResult:
-    """Stream one file through `detector` (reset first); errors are returned, not raised."""
-    path = Path(path)
-    result = FileResult(str(path))
-    detector.reset()
-    tracker = DetectionTracker(threshold, refractory, detector.window_seconds)
-    times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
-    try:
-        for block in read_blocks(path, detector.features.sample_rate, result=result):
-            out = detector.process(block)
-            result.duration += len(block) / detector.features.sample_rate
-            tracker.feed(out)
-            if keep_trace:
-                times.append(out.times)
-                probs.append(out.probs)
-        out = detector.flush()  # the file's last moments, scored with silence after them
-        tracker.feed(out)
-        if keep_trace:
-            times.append(out.times)
-            probs.append(out.probs)
-    except AudioError as exc:
-        result.error = str(exc)
-        return result
-    if result.duration < detector.window_seconds:
-        result.notes.append(
-            f"only {result.duration:.2f} s of audio: scored as one window padded with silence"
-        )
-    result.detections = _clip_to(tracker.close(), result.duration)
-    if keep_trace:
-        result.times, result.probs = (np.concatenate(x) for x in (times, probs))
-    return result
-
-
-class DetectionTracker:
-    """`find_detections` on a stream, in constant memory: outputs go in block by block, closed
-    detections accumulate, nothing else is kept. `close()` ends the stream."""
-
-    def __init__(self, threshold: float, refractory: float, window_s: float) -> None:
-        self.threshold, self.refractory, self.window_s = threshold, refractory, window_s
-        self.done: list[Detection] = []
-        self.run: list[float] | None = None  # first time, last time, peak P, peak focus
-
-    def feed(self, out) -> list[Detection]:
-        """Take a block of outputs (times, probs, focus); return the detections it closed."""
-        closed = []
-        for i in np.flatnonzero(out.probs >= self.threshold):
-            t, p, f = float(out.times[i]), float(out.probs[i]), float(out.focus[i])
-            run = self.run
-            if run is not None and t - run[1] <= self.refractory:
-                run[1] = t
-                if p > run[2]:  # the first of equal peaks, as np.argmax
-                    run[2], run[3] = p, f
-                continue
-            if run is not None:
-                closed.append(self._detection(run))
-            self.run = [t, t, p, f]
-        self.done.extend(closed)
-        return closed
-
-    def close(self) -> list[Detection]:
-        if self.run is not None:
-            self.done.append(self._detection(self.run))
-            self.run = None
-        return self.done
-
-    def _detection(self, run: list[float]) -> Detection:
-        first, last, peak, focus = run
-        start = max(0.0, first - self.window_s)
-        # attention can rest on the silence before a file starts: keep the time inside the span
-        return Detection(start=start, end=last, time=min(max(focus, start), last), peak=peak)
-
-
-def find_detections(
-    times: np.ndarray,
-    probs: np.ndarray,
-    focus: np.ndarray,
-    threshold: float,
-    refractory: float,
-    window_s: float,
-) -> list[Detection]:
-    """Runs of P ≥ threshold; a run starting within `refractory` s of the previous one's end is
-    the same utterance and is merged into it."""
-    above = np.flatnonzero(probs >= threshold)
-    if above.size == 0:
-        return []
-    runs: list[list[int]] = [[int(above[0]), int(above[0])]]
-    for i in above[1:]:
-        if times[i] - times[runs[-1][1]] <= refractory:
-            runs[-1][1] = int(i)
-        else:
-            runs.append([int(i), int(i)])
-    out = []
-    for a, b in runs:
-        peak = a + int(np.argmax(probs[a : b + 1]))
-        start, end = max(0.0, float(times[a]) - window_s), float(times[b])
-        # attention can rest on the silence before a file starts: keep the time inside the span
-        when = min(max(float(focus[peak]), start), end)
-        out.append(Detection(start=start, end=end, time=when, peak=float(probs[peak])))
-    return out
-
-
-def save_triggers(
-    result: FileResult, out_dir: Path, sample_rate: int, name: str, pad: float = 0.25
-) -> list[Path]:
-    """Write each detection's audio (± pad) as a wav named after the input (`name`, unique among
-    the command's inputs), to collect false alarms for retraining."""
-    written = []
-    path = Path(result.path)
-    if result.path == STDIN:
-        result.notes.append("triggers not saved: standard input cannot be read twice")
-        return written
-    for i, d in enumerate(result.detections):
-        start, end = max(0.0, d.start - pad), min(result.duration, d.end + pad)
-        audio = read_segment(path, start, end, sample_rate)
-        target = out_dir / f"{name}_{i:03d}_{d.time:.2f}s_p{d.peak:.2f}.wav"
-        write_wav(target, audio, sample_rate)
-        written.append(target)
-    return written
-
-
-def read_segment(path: Path, start: float, end: float, sample_rate: int) -> np.ndarray:
-    """Seconds [start, end) of a file, mono at `sample_rate`, read without loading the rest."""
-    from kwscli.audio import resample
-
-    with sf.SoundFile(str(path)) as f:
-        f.seek(int(start * f.samplerate))
-        block = f.read(int((end - start) * f.samplerate), dtype="float32", always_2d=True)
-        sr = f.samplerate
-    return resample(block.mean(axis=1), sr, sample_rate)
+__all__ = [  # what other modules and the tests take from here
+    "REFRACTORY_S", "STDIN", "Detection", "DetectionTracker", "FileResult", "Spotter",
+    "detect_file", "detect_files", "find_detections", "make_detector", "read_blocks",
+    "resample_blocks", "save_triggers", "stored_threshold",
+]  # fmt: skip
 
 
 def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:
@@ -351,12 +84,6 @@ def check_state(state: str) -> str:
     if state not in ("window", "carry"):
         raise ConfigError(f"--state {state!r}: expected window or carry")
     return state
-
-
-def check_threshold(threshold: float) -> float:
-    if not 0 < threshold < 1:
-        raise ConfigError(f"--threshold {threshold}: must be between 0 and 1 (exclusive)")
-    return threshold
 
 
 class Spotter:
@@ -459,7 +186,7 @@ class Spotter:
                 REFRACTORY_S,
                 self.detector.window_seconds,
             )
-            return _clip_to(found, duration)
+            return clip_to(found, duration)
         result = self.detect_file(source)
         if result.error:
             raise AudioError(result.error)
@@ -470,33 +197,10 @@ class Spotter:
         return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
 
 
-def _clip_to(detections: list[Detection], duration: float) -> list[Detection]:
-    """The flush's windows reach past the end of the audio: keep times inside it."""
-    for d in detections:
-        d.end = min(d.end, duration)
-        d.time = min(d.time, d.end)
-    return detections
-
-
 @dataclass
 class DetectRun:
     results: list[FileResult]
     settings: dict
-
-
-def expand_inputs(inputs: list) -> list[Path]:
-    """Files as given; a folder as every audio file under it; `-` as standard input."""
-    out: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if str(item) != STDIN and path.is_dir():
-            try:
-                out.extend(audio_files(path))
-            except AudioError:
-                out.append(path)  # reported in its own result: the other inputs still run
-        else:
-            out.append(path)
-    return out
 
 
 def detect_files(

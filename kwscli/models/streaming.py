@@ -24,17 +24,9 @@ import torch
 from torch import nn
 
 from kwscli.config import FeatureConfig, ModelConfig, conv_centre, conv_span, conv_steps
+from kwscli.detections import StreamOutput
 from kwscli.models.crnn import input_dtype, keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
-
-
-@dataclass
-class StreamOutput:
-    """P(keyword) per step, with the time (s, stream clock) at the end of each step's window."""
-
-    times: np.ndarray  # (n,)
-    probs: np.ndarray  # (n,)
-    focus: np.ndarray  # (n,) attention-weighted centre time (s) of each window: where it looked
 
 
 @dataclass(frozen=True)
