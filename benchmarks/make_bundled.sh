@@ -33,3 +33,5 @@ kws calibrate "$RUNS/teacher/model.pt" --negatives "$NEG" --fa-per-hour "$FA_PER
 kws calibrate "$RUNS/student/model.fp16.pt" --negatives "$NEG" --fa-per-hour "$FA_PER_HOUR" \
   --positives "$REAL" --out kwscli/assets/student.pt --force
 python benchmarks/ship.py kwscli/assets/teacher.pt kwscli/assets/student.pt
+# the default detector where torch is not installed (kwscli/runtime.py): the student, exported
+kws export kwscli/assets/student.pt --format onnx --out kwscli/assets/student.onnx --force

@@ -88,8 +88,14 @@ def resample(audio: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     ratio of `resample_ratio` (memory bounded whatever the rates)."""
     if orig_sr == new_sr:
         return audio
-    import torch
-    import torchaudio.functional as AF
+    try:
+        import torch
+        import torchaudio.functional as AF
+    except ImportError:
+        raise AudioError(
+            f"audio at {orig_sr} Hz needs resampling to {new_sr} Hz, which needs torch "
+            f"(pip install torch torchaudio); or convert it to {new_sr} Hz first"
+        ) from None
 
     down, up = resample_ratio(orig_sr, new_sr)
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), down, up)

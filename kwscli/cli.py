@@ -360,7 +360,11 @@ def detect(
         ),
     ],
     model: Annotated[
-        Path | None, typer.Option(help="Any kws checkpoint (default: the bundled student).")
+        Path | None,
+        typer.Option(
+            help="A kws checkpoint, a bundled model's name (student, teacher), or an exported "
+            ".onnx model (runs without torch). Default: the bundled student."
+        ),
     ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
@@ -379,7 +383,7 @@ def detect(
     ] = None,
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
-    from kwscli.detect import detect_files
+    from kwscli.detections import detect_inputs
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
     from kwscli.report import detect_header, detections_table, err_console, plot_trace, print_json
 
@@ -389,7 +393,7 @@ def detect(
     if save_triggers is not None:
         ensure_folder(save_triggers)
 
-    run = detect_files(
+    run = detect_inputs(
         files, model, threshold, state, keep_trace=plot is not None, save_triggers_to=save_triggers
     )
     if json_out:
@@ -472,19 +476,20 @@ def export(
     ] = ExportFormat.torchscript,
     out: Annotated[
         Path | None,
-        typer.Option(help="(default: MODEL.streaming.ts / MODEL.window.onnx beside it)"),
+        typer.Option(help="(default: MODEL.streaming.ts / MODEL.onnx beside it)"),
     ] = None,
     force: Force = False,
 ) -> None:
-    """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch) or ONNX."""
+    """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch), or ONNX with
+    keyword, threshold and front end inside (kws detect runs it without torch)."""
     from kwscli.export import export_model
     from kwscli.report import console
 
     path = export_model(model, format, out, force)
     if format == ExportFormat.onnx:
         console.print(
-            f"ONNX window scorer → {path}\n  input 'audio' (windows, samples) at 16 kHz, output "
-            "'p_keyword': keep the stream's last window and score it every step (see README)",
+            f"ONNX model → {path}\n  kws detect FILE --model {path}  (onnxruntime runs it; "
+            "torch is not needed: README, 'Without torch')",
             markup=False,
         )
     else:

@@ -4,7 +4,6 @@ detections is kwscli/detections.py, shared with the torch-free runtime."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,18 @@ from kwscli.detections import (
     STDIN,
     Detection,
     DetectionTracker,
+    DetectRun,
     FileResult,
     check_threshold,
     clip_to,
     detect_file,
-    expand_inputs,
     find_detections,
     read_blocks,
     resample_blocks,
+    run_files,
     save_triggers,
 )
 from kwscli.errors import AudioError, CheckpointError, ConfigError
-from kwscli.files import unique_stems
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
@@ -197,12 +196,6 @@ class Spotter:
         return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
 
 
-@dataclass
-class DetectRun:
-    results: list[FileResult]
-    settings: dict
-
-
 def detect_files(
     files: list[Path],
     model: Path | None = None,
@@ -211,16 +204,7 @@ def detect_files(
     keep_trace: bool = False,
     save_triggers_to: Path | None = None,
 ) -> DetectRun:
-    """Detect in each file; a file that cannot be read is reported in its result, and the others
-    still run."""
+    """Each input through the spotter of `model` (a checkpoint or a bundled name); an unreadable
+    file is reported in its result, and the others still run."""
     spotter = Spotter(model or "student", state, threshold)
-    settings = spotter.settings()
-    files = expand_inputs(files)
-    results = []
-    for path, name in zip(files, unique_stems(files), strict=True):
-        r = spotter.detect_file(path, keep_trace=keep_trace)
-        if save_triggers_to is not None and not r.error and r.detections:
-            saved = save_triggers(r, save_triggers_to, spotter.sample_rate, name)
-            r.notes.append(f"saved {len(saved)} trigger(s) to {save_triggers_to}")
-        results.append(r)
-    return DetectRun(results, settings)
+    return run_files(spotter, files, keep_trace, save_triggers_to)

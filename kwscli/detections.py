@@ -354,3 +354,57 @@ def expand_inputs(inputs: list) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+@dataclass
+class DetectRun:
+    results: list[FileResult]
+    settings: dict
+
+
+def run_files(
+    spotter, files: list, keep_trace: bool = False, save_triggers_to: Path | None = None
+) -> DetectRun:
+    """Each input (files, folders, `-`) through `spotter` (a torch `Spotter` or the runtime's
+    `OnnxSpotter`): one result per file, trigger clips saved under names unique per input."""
+    from kwscli.files import unique_stems
+
+    files = expand_inputs(files)
+    results = []
+    for path, name in zip(files, unique_stems(files), strict=True):
+        r = spotter.detect_file(path, keep_trace=keep_trace)
+        if save_triggers_to is not None and not r.error and r.detections:
+            saved = save_triggers(r, save_triggers_to, spotter.sample_rate, name)
+            r.notes.append(f"saved {len(saved)} trigger(s) to {save_triggers_to}")
+        results.append(r)
+    return DetectRun(results, spotter.settings())
+
+
+def detect_inputs(
+    files: list,
+    model: Path | None = None,
+    threshold: float | None = None,
+    state: str = "window",
+    keep_trace: bool = False,
+    save_triggers_to: Path | None = None,
+) -> DetectRun:
+    """`kws detect`: an exported `.onnx` model runs on onnxruntime without torch
+    (kwscli/runtime.py), and so does the default model where torch is not installed (the bundled
+    student's ONNX copy); any other model is a checkpoint, run by torch (kwscli/detect.py)."""
+    from kwscli import runtime
+
+    if model is None and not _torch_installed():
+        model = runtime.bundled_onnx()
+    if model is not None and runtime.is_runtime_model(model):
+        return runtime.detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
+    from kwscli.detect import detect_files
+
+    return detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401  (the default model needs it anyway when it is there)
+    except ImportError:
+        return False
+    return True

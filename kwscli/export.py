@@ -79,27 +79,67 @@ def export_torchscript(
     return out
 
 
-class WindowScorer(nn.Module):
-    """ONNX-exportable: the last `window_samples` of 16 kHz audio in, P(keyword) out, for a batch
-    of windows. An ONNX graph holds no state, so the caller keeps the stream: a ring buffer of the
-    last window, scored every `step_samples` (80 ms for the teacher). The front end is `LogMel`
-    with its DFT-matmul power (ONNX export has no complex STFT); results equal `kws detect
-    --state window`."""
+class WindowModel(nn.Module):
+    """The ONNX graph: log-mel windows (B, n_mels, window_frames) in; P(keyword) (B,) and the
+    attention over each window's conv steps (B, window) out. An ONNX graph holds no state, so
+    the stream (frames, the silence prefix, one window every conv stride) is kept by the
+    runtime (kwscli/runtime.py), in numpy, from the front end stored in the file's metadata."""
 
     def __init__(self, ckpt: Checkpoint) -> None:
         super().__init__()
         self.model = build_model(ckpt).float()
-        g = StreamGeometry.of(ckpt.model, ckpt.features)
-        self.window_samples, self.step_samples = g.window_samples, g.step_samples
-        self.logmel = LogMel(ckpt.features, dft=True)
         self.requires_grad_(False)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return keyword_probability(self.model(self.logmel(audio)))  # (windows,)
+    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights, _ = self.model.outputs(logmel)
+        return keyword_probability(logits), weights
+
+
+def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
+    """What a runtime needs besides the graph: keyword, thresholds, the front end (its STFT
+    window and mel filterbank, exactly the training ones) and the window geometry."""
+    import base64
+    import json
+
+    from kwscli.detect import stored_threshold
+    from kwscli.version import __version__
+
+    g = StreamGeometry.of(ckpt.model, ckpt.features)
+    logmel = LogMel(ckpt.features)
+    threshold, source = stored_threshold(ckpt, "window")
+
+    def b64(t: torch.Tensor) -> str:
+        return base64.b64encode(t.float().contiguous().numpy().tobytes()).decode()
+
+    return {
+        "kws_format": ONNX_FORMAT,
+        "kws_version": __version__,
+        "keyword": ckpt.keyword,
+        "kind": ckpt.kind,
+        "source": ckpt.path.name if ckpt.path else "",
+        "threshold": repr(float(threshold)),
+        "threshold_from": source,
+        "features": ckpt.features.model_dump_json(),
+        "geometry": json.dumps(
+            {
+                "kernel": g.kernel,
+                "stride": g.stride,
+                "window": g.window,
+                "window_frames": g.window_frames,
+                "prefix_frames": g.prefix_frames,
+            }
+        ),  # fmt: skip
+        "stft_window": b64(logmel.window),
+        "mel_fb": b64(logmel.fb),  # (freqs, n_mels)
+    }
+
+
+ONNX_FORMAT = "kws-onnx-1"
 
 
 def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
-    """Write MODEL.window.onnx: a stateless window scorer (see `WindowScorer`)."""
+    """Write MODEL.onnx: the window model (`WindowModel`) with keyword, threshold and front end
+    as metadata, for `kws detect MODEL.onnx` with or without torch (kwscli/runtime.py)."""
     from kwscli.files import atomic_write, check_output
 
     ckpt = load_checkpoint(path)
@@ -109,25 +149,32 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
             "float or fp16 model it came from (ONNX Runtime can quantize the result itself)"
         )
     try:
-        import onnx  # noqa: F401  (torch's exporter needs it)
+        import onnx
     except ImportError:
         raise KwsError("ONNX export needs the onnx package: pip install 'kws[onnx]'") from None
-    out = Path(out) if out else Path(path).with_suffix(".window.onnx")
+    out = Path(out) if out else Path(path).with_suffix(".onnx")
     check_output(out, force, inputs=(ckpt.path,))
-    scorer = WindowScorer(ckpt).eval()
-    example = torch.zeros(1, scorer.window_samples)
+    graph = WindowModel(ckpt).eval()
+    g = StreamGeometry.of(ckpt.model, ckpt.features)
+    example = torch.zeros(1, ckpt.features.n_mels, g.window_frames)
     with warnings.catch_warnings(), atomic_write(out) as tmp:
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            scorer,
+            graph,
             (example,),
             str(tmp),
-            input_names=["audio"],
-            output_names=["p_keyword"],
-            dynamic_axes={"audio": {0: "windows"}, "p_keyword": {0: "windows"}},
+            input_names=["logmel"],
+            output_names=["p_keyword", "attention"],
+            dynamic_axes={"logmel": {0: "windows"}, "p_keyword": {0: "windows"},
+                          "attention": {0: "windows"}},
             opset_version=17,
             dynamo=False,
-        )
+        )  # fmt: skip
+        model = onnx.load(str(tmp))
+        for key, value in onnx_metadata(ckpt).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
     return out
 
 

@@ -618,7 +618,7 @@ ROWS: list[Row] = [
     R("export", "unknown --format (tflite)", lambda c: [c.teacher(), "--format", "tflite"], 2,
       "'tflite' is not one of", nothing_under=("teacher.streaming.ts",)),
     R("export", "int8 model to ONNX", lambda c: [c.compressed("int8"), "--format", "onnx"], 1,
-      "no ONNX export", nothing_under=("teacher.int8.window.onnx",)),
+      "no ONNX export", nothing_under=("teacher.int8.onnx",)),
     R("export", "missing model", lambda c: [c.p("nope.pt")], 1, "checkpoint not found"),
     R("export", "crafted pickle", lambda c: [c.evil()], 1, "refused",
       nothing_under=("evil.streaming.ts",), check=_no_marker),

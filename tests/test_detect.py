@@ -380,30 +380,6 @@ def test_bundled_models_are_self_describing_and_calibrated():
                 assert state["real_frr"] <= 0.2 and state["fa_per_hour"] > cal["target_fa_per_hour"]
 
 
-@pytest.mark.slow
-def test_export_onnx_window_scorer_matches_detect(model_pt, tmp_path):
-    """The ONNX graph, run by onnxruntime on the last window of audio at each step, gives the
-    probabilities `kws detect --state window` gives at that step."""
-    ort = pytest.importorskip("onnxruntime")
-    from kwscli.checkpoint import load_checkpoint
-    from kwscli.detect import detect_file, make_detector
-
-    out = tmp_path / "m.onnx"
-    res = runner.invoke(app, ["export", str(model_pt), "--format", "onnx", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    wav = _wav(tmp_path / "a.wav", 3.0, seed=9)
-    audio, _ = sf.read(wav, dtype="float32")
-    ref = detect_file(wav, make_detector(load_checkpoint(model_pt)), 0.5, keep_trace=True)
-    session = ort.InferenceSession(str(out))
-    n = session.get_inputs()[0].shape[1]
-    ends = np.round(ref.times * 16000).astype(int)
-    full = (ends >= n) & (ends <= len(audio))  # windows wholly inside the file
-    windows = np.stack([audio[e - n : e] for e in ends[full]])
-    (onnx_p,) = session.run(None, {"audio": windows})
-    assert full.sum() >= 10
-    np.testing.assert_allclose(onnx_p, ref.probs[full], atol=1e-4)
-
-
 def _always_fires(tmp_path) -> Path:
     torch.manual_seed(0)
     model = CRNN(ModelConfig(hidden_size=8), 40)

@@ -1,0 +1,218 @@
+"""Spot the keyword without torch: an ONNX model written by `kws export MODEL --format onnx`,
+run by onnxruntime, fed by soundfile and numpy. `kws detect MODEL.onnx` runs it (and, where torch
+is not installed, the bundled student's ONNX copy); it computes what `kws detect --state window`
+computes, step for step (tests/test_runtime.py), in a fraction of the memory and start-up time.
+
+The graph takes log-mel windows; the stream is kept here: the log-mel of every frame (numpy FFT
+with the STFT window and mel filterbank stored in the file, so the numbers are the training
+ones), a silence prefix so the first word gets a full window, one window every conv stride, and
+the same detections (kwscli/detections.py). Audio must be at the model's rate (16 kHz): the
+resampler is torch's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from kwscli.detections import (
+    REFRACTORY_S,
+    FileResult,
+    StreamOutput,
+    check_threshold,
+    detect_file,
+)
+from kwscli.errors import CheckpointError, ConfigError, KwsError
+
+ONNX_FORMAT = "kws-onnx-1"
+LOG_FLOOR, LOG_CEIL = 1e-9, 1e9  # as models/frontend.py: log(clamp(power, 1e-9, 1e9))
+
+
+BUNDLED_ONNX = Path(__file__).parent / "assets" / "student.onnx"
+
+
+def is_runtime_model(path) -> bool:
+    return Path(str(path)).suffix.lower() == ".onnx"
+
+
+def bundled_onnx() -> Path:
+    """The bundled student, exported: the default model where torch is not installed."""
+    if not BUNDLED_ONNX.is_file():
+        raise KwsError(
+            f"torch is not installed and there is no bundled ONNX model at {BUNDLED_ONNX}: pass "
+            "--model MODEL.onnx (kws export MODEL --format onnx makes one) or install torch"
+        )
+    return BUNDLED_ONNX
+
+
+class OnnxDetector:
+    """The streaming detector of kwscli/models/streaming.py (window mode), on onnxruntime: audio
+    chunks of any size in, P(keyword) per conv step out; `reset()` starts a new stream."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise KwsError(
+                'running an .onnx model needs onnxruntime: pip install "kws[runtime]"'
+            ) from None
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: model not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise CheckpointError(f"{path}: not a readable ONNX model ({_short(exc)})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("kws_format") != ONNX_FORMAT:
+            raise CheckpointError(
+                f"{path}: an ONNX model kws did not export (no {ONNX_FORMAT} metadata); make one "
+                "with `kws export MODEL --format onnx`"
+            )
+        try:
+            self.meta = meta
+            f = json.loads(meta["features"])
+            g = json.loads(meta["geometry"])
+            self.features = SimpleNamespace(**f)
+            self.kernel, self.stride = int(g["kernel"]), int(g["stride"])
+            self.window, self.window_frames = int(g["window"]), int(g["window_frames"])
+            self.prefix = int(g["prefix_frames"])
+            self.n_fft, self.hop = int(f["n_fft"]), int(f["hop_length"])
+            self.n_mels, self.sample_rate = int(f["n_mels"]), int(f["sample_rate"])
+            self.stft_window = _floats(meta["stft_window"], (self.n_fft,))
+            self.fb = _floats(meta["mel_fb"], (self.n_fft // 2 + 1, self.n_mels))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: damaged kws ONNX metadata ({_short(exc)})") from None
+        self.path = path
+        self.reset()
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_frames * self.hop / self.sample_rate
+
+    def reset(self) -> None:
+        self.pending = np.zeros(0, np.float32)  # samples not yet in a whole frame
+        self.frames = np.full((self.n_mels, self.prefix), np.log(LOG_FLOOR), np.float32)
+        self.windows_done = 0  # windows scored so far (window m starts at frame m * stride)
+
+    def flush(self) -> StreamOutput:
+        """End of stream: half a window of silence, as the torch detector."""
+        return self.process(np.zeros(self.window_frames * self.hop // 2, np.float32))
+
+    def process(self, audio: np.ndarray) -> StreamOutput:
+        buf = np.concatenate([self.pending, np.asarray(audio, np.float32).ravel()])
+        n = 0 if len(buf) < self.n_fft else (len(buf) - self.n_fft) // self.hop + 1
+        if n:
+            self.frames = np.concatenate([self.frames, self._log_mel(buf, n)], axis=1)
+        self.pending = buf[n * self.hop :]
+        # windows m with m * stride + window_frames ≤ frames kept (the kept start at frame
+        # windows_done * stride)
+        k = (self.frames.shape[1] - self.window_frames) // self.stride + 1
+        if k <= 0:
+            return _empty()
+        starts = np.arange(k) * self.stride
+        windows = np.stack([self.frames[:, s : s + self.window_frames] for s in starts])
+        probs, attention = self.session.run(None, {"logmel": windows})
+        m = self.windows_done + np.arange(k)
+        self.windows_done += k
+        self.frames = self.frames[:, k * self.stride :]
+        steps = m + self.window - 1  # the conv step each window ends at (prefix included)
+        centres = self._centre_time(steps[:, None] + np.arange(-self.window + 1, 1))
+        focus = (attention.astype(np.float64) * centres).sum(axis=1)
+        return StreamOutput(self._end_time(steps), probs.astype(np.float64), focus)
+
+    def _log_mel(self, buf: np.ndarray, n: int) -> np.ndarray:
+        """(n_mels, n): frame k covers buf[k*hop : k*hop + n_fft], as LogMel (no padding)."""
+        frames = np.lib.stride_tricks.as_strided(
+            buf, (n, self.n_fft), (buf.strides[0] * self.hop, buf.strides[0]), writeable=False
+        )
+        spec = np.fft.rfft(frames * self.stft_window, axis=1)
+        power = spec.real**2 + spec.imag**2  # (n, freqs)
+        mel = power @ self.fb  # (n, n_mels)
+        return np.log(np.clip(mel, LOG_FLOOR, LOG_CEIL)).T.astype(np.float32)
+
+    def _end_time(self, steps: np.ndarray) -> np.ndarray:
+        last_frame = steps * self.stride + self.kernel - 1 - self.prefix
+        return (last_frame * self.hop + self.n_fft) / self.sample_rate
+
+    def _centre_time(self, steps: np.ndarray) -> np.ndarray:
+        centre = steps * self.stride + (self.kernel - 1) / 2 - self.prefix
+        return (centre * self.hop + self.n_fft / 2) / self.sample_rate
+
+
+class OnnxSpotter:
+    """`kwscli.detect.Spotter` for an exported model: what `kws detect MODEL.onnx` runs."""
+
+    def __init__(
+        self, path: str | Path, state: str = "window", threshold: float | None = None
+    ) -> None:
+        if str(state) != "window":
+            raise ConfigError(
+                f"--state {state}: an exported ONNX model runs in window mode only (carrying "
+                "the GRU state needs the checkpoint: kws detect --model MODEL.pt)"
+            )
+        self.detector = OnnxDetector(path)
+        meta = self.detector.meta
+        self.keyword = meta["keyword"]
+        if threshold is None:
+            self.threshold = float(meta["threshold"])
+            self.threshold_from = f"{meta['threshold_from']} (stored in the ONNX file)"
+            if not 0 < self.threshold < 1:
+                raise CheckpointError(f"{path}: its stored threshold is not a probability")
+        else:
+            self.threshold, self.threshold_from = check_threshold(threshold), "given"
+        self.state = "window"
+        self.sample_rate = self.detector.sample_rate
+
+    def settings(self) -> dict:
+        d = self.detector
+        return {
+            "model": str(d.path),
+            "kind": f"{self.detector.meta['kind']}, onnx",
+            "keyword": self.keyword,
+            "threshold": self.threshold,
+            "threshold_from": self.threshold_from,
+            "state": self.state,
+            "window_s": d.window_seconds,
+            "step_s": d.stride * d.hop / d.sample_rate,
+            "refractory_s": REFRACTORY_S,
+        }
+
+    def detect_file(self, path: str | Path, keep_trace: bool = False) -> FileResult:
+        return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
+
+
+def _floats(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.float32).reshape(shape).astype(np.float64)
+
+
+def _empty() -> StreamOutput:
+    z = np.zeros(0)
+    return StreamOutput(z, z, z)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:160] if text else type(exc).__name__
+
+
+def detect_files(
+    files: list,
+    model: Path,
+    threshold: float | None = None,
+    state: str = "window",
+    keep_trace: bool = False,
+    save_triggers_to: Path | None = None,
+):
+    """`kws detect MODEL.onnx`: `kwscli.detect.detect_files` without torch."""
+    from kwscli.detections import run_files
+
+    return run_files(OnnxSpotter(model, state, threshold), files, keep_trace, save_triggers_to)

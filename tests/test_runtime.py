@@ -1,0 +1,151 @@
+"""The torch-free runtime (kwscli/runtime.py): an exported .onnx model gives `kws detect`'s
+probabilities and detections, and runs with torch absent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from kwscli.checkpoint import BUNDLED
+from kwscli.cli import app
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
+runner = CliRunner()
+
+
+def streams(name: str, onnx_path: Path):
+    """(times, probs, focus) of the torch detector and of the runtime on the example, the runtime
+    fed in 77 uneven chunks."""
+    import kwscli
+    from kwscli.runtime import OnnxDetector
+
+    audio, _ = sf.read(EXAMPLE, dtype="float32")
+    runtime = OnnxDetector(onnx_path)
+    outs = [runtime.process(c) for c in np.array_split(audio, 77)] + [runtime.flush()]
+    torch_det = kwscli.load(name).detector
+    torch_det.reset()
+    ref = [torch_det.process(audio), torch_det.flush()]
+    return tuple(
+        (
+            np.concatenate([getattr(o, k) for o in outs]),
+            np.concatenate([getattr(o, k) for o in ref]),
+        )
+        for k in ("times", "probs", "focus")
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("onnx")
+    for name in ("teacher", "student"):
+        res = runner.invoke(
+            app, ["export", name, "--format", "onnx", "--out", str(folder / f"{name}.onnx")]
+        )
+        assert res.exit_code == 0, res.output
+    return folder
+
+
+def test_a_float_model_gives_the_torch_detectors_numbers(exported):
+    (t, t_ref), (p, p_ref), (f, f_ref) = streams("teacher", exported / "teacher.onnx")
+    assert len(t) == len(t_ref) > 400
+    np.testing.assert_array_equal(t, t_ref)
+    np.testing.assert_allclose(p, p_ref, atol=1e-4)
+    np.testing.assert_allclose(f, f_ref, atol=1e-3)
+
+
+def test_the_fp16_student_gives_the_same_detections(exported):
+    """Torch runs the fp16 student in half precision, the runtime in float32: P within 2e-3,
+    the detections the same."""
+    (t, t_ref), (p, p_ref), _ = streams("student", exported / "student.onnx")
+    np.testing.assert_array_equal(t, t_ref)
+    np.testing.assert_allclose(p, p_ref, atol=2e-3)
+    cli = [json.loads(runner.invoke(app, ["detect", str(EXAMPLE), "--json", *m]).output)[0]
+           for m in ([], ["--model", str(exported / "student.onnx")])]  # fmt: skip
+    torch_dets, onnx_dets = (c["detections"] for c in cli)
+    assert len(onnx_dets) == len(torch_dets) >= 3
+    for a, b in zip(onnx_dets, torch_dets, strict=True):
+        assert (a["start"], a["end"]) == (b["start"], b["end"])
+        assert abs(a["time"] - b["time"]) < 0.02 and abs(a["peak"] - b["peak"]) < 2e-3
+
+
+def test_the_bundled_onnx_is_the_bundled_student_exported(exported):
+    from kwscli.runtime import OnnxDetector
+
+    shipped, fresh = OnnxDetector(BUNDLED / "student.onnx"), OnnxDetector(exported / "student.onnx")
+    assert shipped.meta["threshold"] == fresh.meta["threshold"]
+    audio = np.random.default_rng(0).standard_normal(32_000).astype(np.float32) * 0.1
+    np.testing.assert_allclose(shipped.process(audio).probs, fresh.process(audio).probs, atol=1e-6)
+
+
+def test_detect_runs_with_torch_absent():
+    """torch and torchaudio made unimportable: `kws detect` falls back to the bundled ONNX
+    student, finds the example's keywords, and never imports torch."""
+    code = """
+import sys, json, io, contextlib
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchaudio", "thop"):
+            raise ImportError(f"no module named {name!r} (blocked)")
+sys.meta_path.insert(0, NoTorch())
+from kwscli.cli import app
+from typer.testing import CliRunner
+res = CliRunner().invoke(app, ["detect", sys.argv[1], "--json"])
+assert res.exit_code == 0, res.output
+out = json.loads(res.output)[0]
+assert "torch" not in sys.modules
+print(len(out["detections"]), out["settings"]["kind"])
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    found, kind = res.stdout.split(maxsplit=1)
+    assert int(found) >= 3 and "onnx" in kind
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d / "nope.onnx", "model not found"),
+        (lambda d: _write(d / "junk.onnx", b"not onnx"), "not a readable ONNX model"),
+        (lambda d: _foreign_onnx(d / "other.onnx"), "an ONNX model kws did not export"),
+    ],
+)
+def test_bad_onnx_models_are_one_line(tmp_path, make, needle):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16_000, np.float32), 16_000)
+    res = runner.invoke(app, ["detect", str(wav), "--model", str(make(tmp_path))])
+    assert res.exit_code == 1 and needle in res.output and "Traceback" not in res.output
+
+
+def test_carry_state_needs_the_checkpoint(exported):
+    res = runner.invoke(
+        app, ["detect", str(EXAMPLE), "--model", str(exported / "teacher.onnx"), "--state", "carry"]
+    )
+    assert res.exit_code == 2 and "window mode only" in res.output
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _foreign_onnx(path: Path) -> Path:
+    """A valid ONNX graph of another tool (no kws metadata)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
