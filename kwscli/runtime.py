@@ -134,10 +134,11 @@ class OnnxDetector:
         frames = np.lib.stride_tricks.as_strided(
             buf, (n, self.n_fft), (buf.strides[0] * self.hop, buf.strides[0]), writeable=False
         )
-        spec = np.fft.rfft(frames * self.stft_window, axis=1)
-        power = spec.real**2 + spec.imag**2  # (n, freqs)
+        spec = np.fft.rfft(frames * self.stft_window, axis=1)  # float32 in, complex64 out
+        power = np.square(spec.real) + np.square(spec.imag)  # (n, freqs)
         mel = power @ self.fb  # (n, n_mels)
-        return np.log(np.clip(mel, LOG_FLOOR, LOG_CEIL)).T.astype(np.float32)
+        np.clip(mel, LOG_FLOOR, LOG_CEIL, out=mel)
+        return np.log(mel, out=mel).T
 
     def _end_time(self, steps: np.ndarray) -> np.ndarray:
         last_frame = steps * self.stride + self.kernel - 1 - self.prefix
@@ -191,7 +192,7 @@ class OnnxSpotter:
 
 
 def _floats(text: str, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), np.float32).reshape(shape).astype(np.float64)
+    return np.frombuffer(base64.b64decode(text), np.float32).reshape(shape).copy()
 
 
 def _empty() -> StreamOutput:
