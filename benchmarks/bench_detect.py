@@ -3,6 +3,7 @@
     python benchmarks/bench_detect.py make     # two keyword-free hours (calibration, test)
     python benchmarks/bench_detect.py speed  --model kwscli/assets/student.pt
     python benchmarks/bench_detect.py fa     --model kwscli/assets/student.pt
+    python benchmarks/bench_detect.py peers    # kws (torch, runtime) beside pymicro-wakeword
 
 `make` writes data/negatives/calibration.wav (seed 101) and data/negatives/test.wav (seed 202):
 one hour each of synthetic speech (never the keyword) over pink noise. Calibrate on the first,
@@ -86,6 +87,68 @@ def _child_peak_mib(cmd: list[str] | None) -> float:
     return int(out.stdout.strip()) / 1024
 
 
+PYMICRO = """
+import sys, wave
+from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
+mww, feats = MicroWakeWord.from_builtin(Model.OKAY_NABU), MicroWakeWordFeatures()
+hits = 0
+with wave.open(sys.argv[1], "rb") as w:
+    while chunk := w.readframes(16000):
+        for f in feats.process_streaming(chunk):
+            hits += bool(mww.process_streaming(f))
+print(hits)
+"""
+
+
+def peers() -> None:
+    """The same hour through every detector at hand, each a whole process, median of 3: kws
+    detect with torch, kws detect on the torch-free runtime (the bundled student's ONNX copy),
+    and pymicro-wakeword (microWakeWord, TFLite int8, its bundled okay_nabu) where installed."""
+    import importlib.util
+
+    wav = str(NEG / "test.wav")
+    kws = [sys.executable, "-m", "kwscli", "detect", wav, "--json"]
+    contenders = [
+        ("kws detect, torch (bundled student, fp16)", kws),
+        ("kws detect, runtime (bundled student.onnx)", [*kws, "--model", _onnx()]),
+    ]
+    if importlib.util.find_spec("pymicro_wakeword"):
+        contenders.append(
+            ("pymicro-wakeword (okay_nabu, TFLite)", [sys.executable, "-c", PYMICRO, wav])
+        )
+    else:
+        print("pymicro-wakeword not installed: skipped (pip install pymicro-wakeword)")
+    print("openwakeword: skipped (its models are downloaded at first use; no network here)")
+    rows = []
+    for name, cmd in contenders:
+        runs = [_timed_child(cmd) for _ in range(3)]
+        wall = sorted(r[0] for r in runs)[1]
+        rows.append((name, 3600 / wall, max(r[1] for r in runs), wall))
+    ref = next((r for r in rows if r[0].startswith("pymicro")), None)
+    print(f"{'detector':46s} {'real time':>10s} {'peak RSS':>9s} {'vs pymicro':>11s}")
+    for name, rtf, rss, wall in rows:
+        ratio = f"{rtf / ref[1]:.2f}x" if ref else "-"
+        print(f"{name:46s} {rtf:9,.0f}x {rss:6.0f} MiB {ratio:>11s}   ({wall:.2f} s)")
+
+
+def _onnx() -> str:
+    return str(Path(__file__).resolve().parents[1] / "kwscli" / "assets" / "student.onnx")
+
+
+def _timed_child(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of `cmd`, run in a fresh process."""
+    code = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True
+    )
+    wall, rss = out.stdout.split()
+    return float(wall), int(rss) / 1024
+
+
 def false_alarms(model: str, state: str) -> None:
     from kwscli.checkpoint import load_checkpoint
     from kwscli.detect import detect_files
@@ -109,7 +172,7 @@ def false_alarms(model: str, state: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", choices=["make", "speed", "fa"])
+    ap.add_argument("what", choices=["make", "speed", "fa", "peers"])
     ap.add_argument("--model", default="kwscli/assets/student.pt")
     ap.add_argument("--state", default="window")
     ap.add_argument("--seconds", type=float, default=3600.0)
@@ -118,6 +181,8 @@ def main() -> None:
         make(args.seconds)
     elif args.what == "speed":
         speed(args.model, args.state)
+    elif args.what == "peers":
+        peers()
     else:
         false_alarms(args.model, args.state)
 

@@ -381,6 +381,14 @@ def detect(
     save_triggers: Annotated[
         Path | None, typer.Option(help="Write each detection's audio into this folder.")
     ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="CPU threads for the model (1 is fastest for models this small, and does not "
+            "thrash on a busy machine).",
+        ),
+    ] = 1,
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.detections import detect_inputs
@@ -394,7 +402,13 @@ def detect(
         ensure_folder(save_triggers)
 
     run = detect_inputs(
-        files, model, threshold, state, keep_trace=plot is not None, save_triggers_to=save_triggers
+        files,
+        model,
+        threshold,
+        state,
+        keep_trace=plot is not None,
+        save_triggers_to=save_triggers,
+        threads=threads,
     )
     if json_out:
         print_json([r.to_dict(run.settings) for r in run.results])

@@ -387,6 +387,7 @@ def detect_inputs(
     state: str = "window",
     keep_trace: bool = False,
     save_triggers_to: Path | None = None,
+    threads: int = 1,
 ) -> DetectRun:
     """`kws detect`: an exported `.onnx` model runs on onnxruntime without torch
     (kwscli/runtime.py), and so does the default model where torch is not installed (the bundled
@@ -395,10 +396,18 @@ def detect_inputs(
 
     if model is None and not _torch_installed():
         model = runtime.bundled_onnx()
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: must be ≥ 1")
     if model is not None and runtime.is_runtime_model(model):
-        return runtime.detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
+        return runtime.detect_files(
+            files, model, threshold, state, keep_trace, save_triggers_to, threads
+        )
+    import torch
+
     from kwscli.detect import detect_files
 
+    # a 2k-parameter model gains nothing from more threads, and they thrash on a shared machine
+    torch.set_num_threads(threads)
     return detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
 
 

@@ -153,14 +153,18 @@ class OnnxSpotter:
     """`kwscli.detect.Spotter` for an exported model: what `kws detect MODEL.onnx` runs."""
 
     def __init__(
-        self, path: str | Path, state: str = "window", threshold: float | None = None
+        self,
+        path: str | Path,
+        state: str = "window",
+        threshold: float | None = None,
+        threads: int = 1,
     ) -> None:
         if str(state) != "window":
             raise ConfigError(
                 f"--state {state}: an exported ONNX model runs in window mode only (carrying "
                 "the GRU state needs the checkpoint: kws detect --model MODEL.pt)"
             )
-        self.detector = OnnxDetector(path)
+        self.detector = OnnxDetector(path, threads)
         meta = self.detector.meta
         self.keyword = meta["keyword"]
         if threshold is None:
@@ -212,8 +216,10 @@ def detect_files(
     state: str = "window",
     keep_trace: bool = False,
     save_triggers_to: Path | None = None,
+    threads: int = 1,
 ):
     """`kws detect MODEL.onnx`: `kwscli.detect.detect_files` without torch."""
     from kwscli.detections import run_files
 
-    return run_files(OnnxSpotter(model, state, threshold), files, keep_trace, save_triggers_to)
+    spotter = OnnxSpotter(model, state, threshold, threads)
+    return run_files(spotter, files, keep_trace, save_triggers_to)
