@@ -38,6 +38,14 @@ class StreamDetector(Protocol):
     def flush(self) -> StreamOutput: ...
 
 
+def attention_focus(weights: np.ndarray, last_centres: np.ndarray, step_s: float) -> np.ndarray:
+    """Where each window looked, in seconds: its attention-weighted conv-step centre. Taken
+    relative to the window's last step and over the weights' own sum, so a day into a stream
+    (centres of 86,400 s, fp16 weights summing to 1 ± 1e-3) it is as exact as at its start."""
+    offsets = np.arange(-weights.shape[1] + 1, 1) * step_s  # (w,) seconds before the last step
+    return last_centres + (weights @ offsets) / weights.sum(axis=1)
+
+
 @dataclass
 class StreamOutput:
     """P(keyword) per step, with the time (s, stream clock) at the end of each step's window."""

@@ -23,6 +23,7 @@ from kwscli.detections import (
     REFRACTORY_S,
     FileResult,
     StreamOutput,
+    attention_focus,
     check_threshold,
     detect_file,
 )
@@ -125,8 +126,8 @@ class OnnxDetector:
         self.windows_done += k
         self.frames = self.frames[:, k * self.stride :]
         steps = m + self.window - 1  # the conv step each window ends at (prefix included)
-        centres = self._centre_time(steps[:, None] + np.arange(-self.window + 1, 1))
-        focus = (attention.astype(np.float64) * centres).sum(axis=1)
+        step_s = self.stride * self.hop / self.sample_rate
+        focus = attention_focus(attention.astype(np.float64), self._centre_time(steps), step_s)
         return StreamOutput(self._end_time(steps), probs.astype(np.float64), focus)
 
     def _log_mel(self, buf: np.ndarray, n: int) -> np.ndarray:

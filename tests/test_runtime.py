@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from kwscli.checkpoint import BUNDLED
 from kwscli.cli import app
 
+pytestmark = pytest.mark.slow  # exports two models (~5 s) and runs subprocesses
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"

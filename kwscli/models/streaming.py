@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from kwscli.config import FeatureConfig, ModelConfig, conv_centre, conv_span, conv_steps
-from kwscli.detections import StreamOutput
+from kwscli.detections import StreamOutput, attention_focus
 from kwscli.models.crnn import input_dtype, keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
 
@@ -73,6 +73,11 @@ class StreamGeometry:
     def window_seconds(self) -> float:
         """Seconds of audio one output looks at."""
         return self.window_frames * self.features.hop_length / self.features.sample_rate
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds between two conv steps (two outputs)."""
+        return self.stride * self.features.hop_length / self.features.sample_rate
 
     def end_time(self, steps: np.ndarray) -> np.ndarray:
         """Stream time (s) at the end of conv step `steps`' receptive field."""
@@ -197,8 +202,9 @@ class StreamingDetector:
         keep = steps >= self.window - 1  # the first window - 1 steps end inside the silence prefix
         keep &= (steps - self.window + 1) % self.step == 0
         # where each window looked: attention-weighted centre of its conv steps, in seconds
-        centres = self.geometry.centre_time(steps[:, None] + np.arange(-self.window + 1, 1))
-        focus = (weights.float().numpy() * centres).sum(axis=1)
+        focus = attention_focus(
+            weights.double().numpy(), self.geometry.centre_time(steps), self.geometry.step_seconds
+        )
         return StreamOutput(self.geometry.end_time(steps)[keep], probs[keep], focus[keep])
 
     def _carry(self, conv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
