@@ -423,19 +423,40 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+def _model_label(report) -> str:
+    """A plot label that tells models apart: run folder / file, and the kind
+    (`student/model.pt (fp16)`, not three times `model.pt`)."""
+    path = Path(report.path)
+    return f"{path.parent.name}/{path.name} ({report.label})"
+
+
 def plot_history(history_json: Path, out: Path) -> None:
     """Training curves: losses and val au_fa_fr (log scale) per epoch."""
     plt = _pyplot()
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
     hist = json.loads(Path(history_json).read_text())
     epochs = [h["epoch"] for h in hist]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(epochs, [h["train_loss"] for h in hist], "o-", label="train loss")
-    ax1.plot(epochs, [h["val_loss"] for h in hist], "o-", label="val loss")
+    # the training loss (a distillation loss, for a student) and the validation cross-entropy
+    # are different quantities, often orders of magnitude apart: one axis each
+    ax1.plot(epochs, [h["train_loss"] for h in hist], "o-", color="C0", label="train loss")
+    ax1.set_ylabel("train loss", color="C0")
+    twin = ax1.twinx()
+    twin.plot(epochs, [h["val_loss"] for h in hist], "s-", color="C1", label="val CE")
+    twin.set_ylabel("val cross-entropy", color="C1")
     ax1.set_xlabel("epoch")
-    ax1.legend()
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.grid(alpha=0.3)
     scores = [max(h["val_au_fa_fr"], 1e-9) for h in hist]
     ax2.semilogy(epochs, scores, "o-", color="C2")
+    best = min(range(len(scores)), key=scores.__getitem__) if scores else None
+    if best is not None:
+        ax2.axvline(epochs[best], color="C3", ls="--", lw=1)
+        ax2.annotate(f"best: epoch {epochs[best]}", (epochs[best], scores[best]), fontsize=8,
+                     xytext=(5, 8), textcoords="offset points", color="C3")  # fmt: skip
+    ax2.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("val au_fa_fr (lower is better)")
     ax2.grid(alpha=0.3, which="both")
@@ -459,7 +480,7 @@ def plot_tradeoff(reports: list, baseline, targets, out: Path) -> Path:
         for r in reports:
             ax.scatter([getattr(r, attr)], [r.au_fa_fr], s=40)
             ax.annotate(
-                Path(r.path).parent.name + "/" + Path(r.path).name,
+                _model_label(r),
                 (getattr(r, attr), r.au_fa_fr),
                 fontsize=7,
                 xytext=(4, 4),
@@ -492,7 +513,7 @@ def plot_fa_fr(reports: list, out: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in reports:
-        ax.plot(r.curve["fa"], r.curve["fr"], label=f"{Path(r.path).name} ({r.au_fa_fr:.2e})")
+        ax.plot(r.curve["fa"], r.curve["fr"], label=f"{_model_label(r)} ({r.au_fa_fr:.2e})")
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.set_xlabel("false-alarm rate (over non-keyword clips)")
     ax.set_ylabel("false-reject rate (over keyword clips)")

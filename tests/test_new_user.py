@@ -71,3 +71,42 @@ def test_a_calibration_too_short_for_its_budget_says_so():
 def test_shell_completion_is_offered():
     res = runner.invoke(app, ["--help"])
     assert "--install-completion" in res.output
+
+
+def test_plot_labels_tell_models_apart():
+    from types import SimpleNamespace
+
+    from kwscli.report import _model_label
+
+    reports = [SimpleNamespace(path=p, label=k) for p, k in (
+        ("runs/a/model.pt", "student"), ("runs/a/model.fp16.pt", "fp16"),
+        ("runs/b/model.pt", "teacher"))]  # fmt: skip
+    labels = [_model_label(r) for r in reports]
+    assert len(set(labels)) == 3 and labels[0] == "a/model.pt (student)"
+
+
+def test_training_curves_put_each_loss_on_its_own_axis_and_mark_the_best_epoch(tmp_path):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kwscli.report import plot_history
+
+    hist = [{"epoch": e, "train_loss": 0.002 / e, "val_loss": 0.65 - 0.01 * e,
+             "val_au_fa_fr": [3e-3, 1e-3, 2e-3][e - 1]} for e in (1, 2, 3)]  # fmt: skip
+    (tmp_path / "h.json").write_text(json.dumps(hist))
+    saved = []
+    original = plt.Figure.savefig
+    plt.Figure.savefig = lambda self, *a, **k: (saved.append(self), original(self, *a, **k))[1]
+    try:
+        plot_history(tmp_path / "h.json", tmp_path / "c.png")
+    finally:
+        plt.Figure.savefig = original
+    (fig,) = saved
+    assert len(fig.axes) == 3  # train loss, its twin (val CE), au_fa_fr
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "best: epoch 2" in texts
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
