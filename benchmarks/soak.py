@@ -86,7 +86,7 @@ def per_hour(times: list[float], events: list[dict], hours: int) -> list[tuple[i
 def api_run(day: Path, events: list[dict], hours: int) -> None:
     """In its own process (started by main), so its peak RSS is the stream's alone."""
     import kwscli
-    from kwscli.detect import REFRACTORY_S, DetectionTracker
+    from kwscli.detections import REFRACTORY_S, DetectionTracker
 
     spotter = kwscli.load()
     print(f"API: {spotter.settings()['model']} threshold {spotter.threshold:.4g}, 0.5 s chunks")

@@ -10,7 +10,8 @@ import numpy as np
 
 from kwscli.audio import audio_files
 from kwscli.checkpoint import load_checkpoint, save_checkpoint
-from kwscli.detect import REFRACTORY_S, check_state, detect_file, find_detections, make_detector
+from kwscli.detect import check_state, make_detector
+from kwscli.detections import REFRACTORY_S, detect_file, find_detections
 from kwscli.errors import ConfigError, DataError, KwsError
 from kwscli.metrics import DEFAULT_THRESHOLD
 

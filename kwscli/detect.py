@@ -12,30 +12,19 @@ from kwscli.audio import check_finite
 from kwscli.checkpoint import Checkpoint
 from kwscli.detections import (
     REFRACTORY_S,
-    STDIN,
     Detection,
-    DetectionTracker,
     DetectRun,
     FileResult,
     check_threshold,
     clip_to,
     detect_file,
     find_detections,
-    read_blocks,
-    resample_blocks,
     run_files,
-    save_triggers,
 )
 from kwscli.errors import AudioError, CheckpointError, ConfigError
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
-
-__all__ = [  # what other modules and the tests take from here
-    "REFRACTORY_S", "STDIN", "Detection", "DetectionTracker", "FileResult", "Spotter",
-    "detect_file", "detect_files", "find_detections", "make_detector", "read_blocks",
-    "resample_blocks", "save_triggers", "stored_threshold",
-]  # fmt: skip
 
 
 def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:

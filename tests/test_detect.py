@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from kwscli.checkpoint import Checkpoint, save_checkpoint
 from kwscli.cli import app
 from kwscli.config import FeatureConfig, ModelConfig
-from kwscli.detect import find_detections, resample_blocks
+from kwscli.detections import find_detections, resample_blocks
 from kwscli.models.crnn import CRNN
 
 runner = CliRunner()
@@ -265,7 +265,8 @@ def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp
     import sys
 
     from kwscli.checkpoint import load_checkpoint
-    from kwscli.detect import detect_file, make_detector
+    from kwscli.detect import make_detector
+    from kwscli.detections import detect_file
 
     wav = _wav(tmp_path / "a.wav", 4.0, seed=5)
     out = tmp_path / "m.ts"
@@ -484,7 +485,8 @@ def test_a_keyword_at_the_very_end_is_still_found():
     import soundfile as sf2
 
     from kwscli.checkpoint import bundled_model, load_checkpoint
-    from kwscli.detect import detect_file, make_detector
+    from kwscli.detect import make_detector
+    from kwscli.detections import detect_file
 
     key = json.loads((EXAMPLES / "sheila_example.json").read_text())
     last = key["keyword_times"][-1]
@@ -538,7 +540,7 @@ def test_a_pipe_is_refused_at_once_and_skipped_inside_a_folder(tmp_path):
 def test_the_streaming_tracker_equals_find_detections_on_random_streams():
     """kws detect keeps no trace of a long file: DetectionTracker, fed block by block, gives
     exactly the detections of find_detections on the whole trace."""
-    from kwscli.detect import DetectionTracker
+    from kwscli.detections import DetectionTracker
     from kwscli.models.streaming import StreamOutput
 
     rng = np.random.default_rng(0)

@@ -261,7 +261,7 @@ def test_crafted_pickle_is_refused_everywhere_and_never_runs(evil, trained_teach
 @pytest.mark.slow
 def test_random_bytes_as_audio_give_only_clear_errors(tmp_path, data, header):
     from kwscli.audio import load_wav
-    from kwscli.detect import detect_file
+    from kwscli.detections import detect_file
     from kwscli.errors import AudioError
 
     f = tmp_path / "x.wav"
