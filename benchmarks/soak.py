@@ -116,18 +116,19 @@ def report_hours(times: list[float], events: list[dict], hours: int) -> None:
 
 def cli_run(day: Path, events: list[dict], hours: int) -> None:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kwscli", "detect", str(day), "--json"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    out_file = OUT / "detect.json"  # a file, not a pipe: the JSON of a day fills a pipe
+    with open(out_file, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kwscli", "detect", str(day), "--json"], stdout=sink
+        )
     samples = []
     while proc.poll() is None:
         with contextlib.suppress(OSError, ValueError):  # the process may just have ended
             samples.append((time.perf_counter() - t0, rss_mb(proc.pid)))
         time.sleep(1.0)
-    out, _ = proc.communicate()
+    proc.wait()
     took = time.perf_counter() - t0
-    dets = json.loads(out)[0]["detections"]
+    dets = json.loads(out_file.read_text())[0]["detections"]
     rss = [r for _, r in samples]
     n = max(1, len(rss) // hours)
     print(f"kws detect: {hours} h in {took:.0f} s ({hours * 3600 / took:.0f}x real time)")
