@@ -134,6 +134,9 @@ def cli_run(day: Path, events: list[dict], hours: int) -> None:
     print(f"kws detect: {hours} h in {took:.0f} s ({hours * 3600 / took:.0f}x real time)")
     print(f"  RSS MB: first 1/{hours} of the run max {max(rss[:n]):.0f}, last 1/{hours} max "
           f"{max(rss[-n:]):.0f}, overall max {max(rss):.0f} ({len(rss)} samples)")  # fmt: skip
+    step = max(1, len(rss) // 12)
+    print("  RSS MB over the run:", " ".join(f"{max(rss[i:i + step]):.0f}"
+                                             for i in range(0, len(rss), step)))  # fmt: skip
     report_hours([d["time"] for d in dets], events, hours)
 
 
