@@ -219,14 +219,20 @@ def detect_file(
             if keep_trace:
                 times.append(out.times)
                 probs.append(out.probs)
-        out = detector.flush()  # the file's last moments, scored with silence after them
-        tracker.feed(out)
-        if keep_trace:
-            times.append(out.times)
-            probs.append(out.probs)
     except AudioError as exc:
-        result.error = str(exc)
-        return result
+        if result.duration == 0:
+            result.error = str(exc)
+            return result
+        # truncated or damaged part-way: what was read is scored and reported, with a warning
+        result.notes.append(
+            f"warning: only the first {result.duration:.1f} s could be read "
+            f"({str(exc).removeprefix(f'{path}: ')})"
+        )
+    out = detector.flush()  # the file's last moments, scored with silence after them
+    tracker.feed(out)
+    if keep_trace:
+        times.append(out.times)
+        probs.append(out.probs)
     if result.duration < detector.window_seconds:
         result.notes.append(
             f"only {result.duration:.2f} s of audio: scored as one window padded with silence"

@@ -555,3 +555,19 @@ def test_the_streaming_tracker_equals_find_detections_on_random_streams():
             tracker.feed(StreamOutput(t[a:b], p[a:b], c[a:b]))
         expected = find_detections(t, p, c, 0.8, 1.0, 1.0)
         assert [d.to_dict() for d in tracker.close()] == [d.to_dict() for d in expected]
+
+
+@pytest.mark.slow
+def test_a_file_damaged_part_way_is_scored_up_to_there_with_a_warning(model_pt, tmp_path):
+    """A FLAC cut at 60 % of its bytes: the blocks before the damage are scored and reported,
+    with a warning naming the seconds read, instead of losing the whole file."""
+    audio = 0.1 * np.random.default_rng(0).standard_normal(16_000 * 120).astype(np.float32)
+    sf.write(tmp_path / "long.flac", audio, 16_000)
+    data = (tmp_path / "long.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: int(len(data) * 0.6)])
+    res = runner.invoke(app, ["detect", str(tmp_path / "cut.flac"), "--model", str(model_pt),
+                              "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (out,) = json.loads(res.output)
+    assert out["error"] is None and 30 <= out["duration_s"] < 120
+    assert any(n.startswith("warning: only the first") for n in out["notes"])
