@@ -391,9 +391,9 @@ def detect(
     ] = 1,
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
-    from kwscli.detections import detect_inputs
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
     from kwscli.report import detect_header, detections_table, err_console, plot_trace, print_json
+    from kwscli.runtime import detect_inputs
 
     # before the work, not after it
     for path in trace_plot_paths(plot, files) if plot else []:

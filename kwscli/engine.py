@@ -262,7 +262,8 @@ class _Loop:
             kept = (
                 f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
                 if self.epoch
-                else "no checkpoint was saved (a run it was replacing is back in place)"
+                else f"no checkpoint was saved in {self.run_dir} (a run it was replacing is back "
+                "in place)"
             )
             bad_input = not torch.isfinite(x).all()
             raise KwsError(

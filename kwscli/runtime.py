@@ -21,6 +21,7 @@ import numpy as np
 
 from kwscli.detections import (
     REFRACTORY_S,
+    DetectRun,
     FileResult,
     StreamOutput,
     attention_focus,
@@ -224,3 +225,38 @@ def detect_files(
 
     spotter = OnnxSpotter(model, state, threshold, threads)
     return run_files(spotter, files, keep_trace, save_triggers_to)
+
+
+def detect_inputs(
+    files: list,
+    model: Path | None = None,
+    threshold: float | None = None,
+    state: str = "window",
+    keep_trace: bool = False,
+    save_triggers_to: Path | None = None,
+    threads: int = 1,
+) -> DetectRun:
+    """`kws detect` picks its engine here: an exported `.onnx` model runs on onnxruntime, without
+    torch, and so does the default model where torch is not installed (the bundled student's
+    ONNX copy); any other model is a checkpoint, run by torch (kwscli/detect.py)."""
+    if model is None and not _torch_installed():
+        model = bundled_onnx()
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: must be ≥ 1")
+    if model is not None and is_runtime_model(model):
+        return detect_files(files, model, threshold, state, keep_trace, save_triggers_to, threads)
+    import torch
+
+    from kwscli import detect
+
+    # a 2k-parameter model gains nothing from more threads, and they thrash on a shared machine
+    torch.set_num_threads(threads)
+    return detect.detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401  (the default model needs it anyway when it is there)
+    except ImportError:
+        return False
+    return True

@@ -106,6 +106,17 @@ def tiny_teacher_args(data: Path, runs: Path, name: str) -> list[str]:
             "--lr", "3e-3", "--epoch-size", "640"]  # fmt: skip
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, as in a terminal (a job started in the background with `&`
+    inherits SIGINT ignored)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
 

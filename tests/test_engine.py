@@ -247,7 +247,7 @@ class CtrlCInEpochEnd(Recorder):
         self.finished.append(record.epoch)
 
 
-def test_ctrl_c_during_epoch_end_work_lets_it_finish_then_stops(tmp_path):
+def test_ctrl_c_during_epoch_end_work_lets_it_finish_then_stops(tmp_path, python_sigint):
     cb = CtrlCInEpochEnd()
     with pytest.raises(Interrupted, match=r"epoch 2: epochs 1-1 are saved"):
         run(tmp_path / "r", epochs=3, callbacks=cb)
@@ -264,7 +264,7 @@ class CtrlCTwice(Recorder):
         sum(range(10_000))
 
 
-def test_a_second_ctrl_c_interrupts_at_once(tmp_path):
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path, python_sigint):
     cb = CtrlCTwice()
     with pytest.raises(Interrupted, match="before any checkpoint"):
         run(tmp_path / "r", epochs=2, callbacks=cb)

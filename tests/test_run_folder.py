@@ -40,7 +40,7 @@ class CtrlCTwiceAtFirstStep(NoCallbacks):
 
 @pytest.mark.slow
 def test_ctrl_c_before_the_first_checkpoint_leaves_no_folder_and_the_same_command_reruns(
-    tiny_dataset, tmp_path
+    tiny_dataset, tmp_path, python_sigint
 ):
     cfg = config(tiny_dataset, tmp_path / "runs")
     with pytest.raises(Interrupted, match="run the same command to start again"):
@@ -51,7 +51,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_no_folder_and_the_same_comman
 
 
 @pytest.mark.slow
-def test_force_keeps_the_earlier_run_until_the_new_one_saves(tiny_dataset, tmp_path):
+def test_force_keeps_the_earlier_run_until_the_new_one_saves(tiny_dataset, tmp_path, python_sigint):
     cfg = config(tiny_dataset, tmp_path / "runs")
     run_dir = train_run(cfg).checkpoint.parent
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
