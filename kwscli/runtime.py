@@ -132,15 +132,7 @@ class OnnxDetector:
         return StreamOutput(self._end_time(steps), probs.astype(np.float64), focus)
 
     def _log_mel(self, buf: np.ndarray, n: int) -> np.ndarray:
-        """(n_mels, n): frame k covers buf[k*hop : k*hop + n_fft], as LogMel (no padding)."""
-        frames = np.lib.stride_tricks.as_strided(
-            buf, (n, self.n_fft), (buf.strides[0] * self.hop, buf.strides[0]), writeable=False
-        )
-        spec = np.fft.rfft(frames * self.stft_window, axis=1)  # float32 in, complex64 out
-        power = np.square(spec.real) + np.square(spec.imag)  # (n, freqs)
-        mel = power @ self.fb  # (n, n_mels)
-        np.clip(mel, LOG_FLOOR, LOG_CEIL, out=mel)
-        return np.log(mel, out=mel).T
+        return numpy_log_mel(buf, n, self.hop, self.stft_window, self.fb)
 
     def _end_time(self, steps: np.ndarray) -> np.ndarray:
         last_frame = steps * self.stride + self.kernel - 1 - self.prefix
@@ -149,6 +141,23 @@ class OnnxDetector:
     def _centre_time(self, steps: np.ndarray) -> np.ndarray:
         centre = steps * self.stride + (self.kernel - 1) / 2 - self.prefix
         return (centre * self.hop + self.n_fft / 2) / self.sample_rate
+
+
+def numpy_log_mel(
+    samples: np.ndarray, n: int, hop: int, window: np.ndarray, fb: np.ndarray
+) -> np.ndarray:
+    """models/frontend.py's `LogMel` in numpy, from its own window and filterbank: the first `n`
+    frames of `samples` (frame k covers [k·hop, k·hop + n_fft), no padding) → (n_mels, n)."""
+    n_fft = len(window)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    frames = np.lib.stride_tricks.as_strided(
+        samples, (n, n_fft), (samples.strides[0] * hop, samples.strides[0]), writeable=False
+    )
+    spec = np.fft.rfft(frames * window, axis=1)  # float32 in, complex64 out
+    power = np.square(spec.real) + np.square(spec.imag)  # (n, freqs)
+    mel = power @ fb  # (n, n_mels)
+    np.clip(mel, LOG_FLOOR, LOG_CEIL, out=mel)
+    return np.log(mel, out=mel).T
 
 
 class OnnxSpotter:

@@ -20,13 +20,20 @@ from kwscli.models.streaming import StreamingDetector
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
 
 
-def test_dft_power_equals_stft_power():
-    """The ONNX form (DFT as matmuls) and the torch.stft form are the same numbers."""
+def test_the_runtimes_numpy_front_end_equals_logmel():
+    """The torch-free runtime's log-mel (numpy FFT, from LogMel's own window and filterbank)
+    equals LogMel's to float rounding."""
+    from kwscli.runtime import numpy_log_mel
+
     f = FeatureConfig()
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32))
-    stft, dft = LogMel(f)(x), LogMel(f, dft=True)(x)
-    assert stft.shape == dft.shape == (3, f.n_mels, (8000 - f.n_fft) // f.hop_length + 1)
-    np.testing.assert_allclose(dft.numpy(), stft.numpy(), atol=2e-4, rtol=1e-5)
+    logmel = LogMel(f)
+    x = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    n = logmel.frames(len(x))
+    ours = numpy_log_mel(x, n, f.hop_length, logmel.window.numpy(), logmel.fb.numpy())
+    np.testing.assert_allclose(ours, logmel(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-5)
+    silent = numpy_log_mel(np.zeros(4000, np.float32), 3, f.hop_length,
+                           logmel.window.numpy(), logmel.fb.numpy())  # fmt: skip
+    np.testing.assert_allclose(silent, LOG_FLOOR_LOG, rtol=1e-6)  # digital silence: the floor
 
 
 def test_a_frame_is_the_power_spectrum_of_its_own_samples():

@@ -1,5 +1,7 @@
 """The log-mel front end (SPEC §2), written once: training features, augmentation, the streaming
-detector and both exports all compute their input here.
+detector and the TorchScript export compute their input here; the ONNX file carries this
+module's STFT window and mel filterbank, from which the torch-free runtime computes the same
+numbers in numpy (kwscli/runtime.py `numpy_log_mel`, tested equal in tests/test_frontend.py).
 
     log(clamp(MelSpectrogram(x), 1e-9, 1e9))
 
@@ -7,9 +9,6 @@ detector and both exports all compute their input here.
 A stream cannot see the future, so that is the streaming form; offline clips are reflect-padded by
 n_fft // 2 on both sides first (`centred`), which is what torchaudio's MelSpectrogram(center=True)
 does, so `log_mel` equals the course's torchaudio recipe (pinned in tests/test_audio.py).
-
-Power is re² + im² of torch.stft, or — for ONNX, which has no complex numbers — the same sums as
-two matmuls with a windowed DFT basis (`dft=True`); the two agree to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -35,16 +34,15 @@ def to_log(power: torch.Tensor, floor: float = LOG_FLOOR, ceil: float = LOG_CEIL
 class LogMel(nn.Module):
     """Samples (L,) or (B, L) → log-mel (n_mels, n) or (B, n_mels, n), one frame per hop, unpadded.
 
-    TorchScript- and ONNX-exportable; the STFT window (win_length Hann centred in n_fft, as
-    torch.stft pads it) and mel filterbank (HTK, no norm: torchaudio's defaults) are buffers."""
+    TorchScript-able; the STFT window (win_length Hann centred in n_fft, as torch.stft pads it)
+    and mel filterbank (HTK, no norm: torchaudio's defaults) are buffers."""
 
-    def __init__(self, features: FeatureConfig, dft: bool = False) -> None:
+    def __init__(self, features: FeatureConfig) -> None:
         super().__init__()
         import torchaudio
 
         f = features
         self.n_fft, self.hop, self.n_mels = f.n_fft, f.hop_length, f.n_mels
-        self.dft = dft
         pad = (f.n_fft - f.win_length) // 2
         window = nn.functional.pad(
             torch.hann_window(f.win_length), (pad, f.n_fft - f.win_length - pad)
@@ -54,15 +52,6 @@ class LogMel(nn.Module):
         )
         self.register_buffer("window", window)
         self.register_buffer("fb", fb)  # (freqs, n_mels)
-        cos, sin = torch.zeros(0, 0), torch.zeros(0, 0)
-        if dft:
-            k = torch.arange(f.n_fft, dtype=torch.float64)[:, None]
-            freqs = torch.arange(f.n_fft // 2 + 1, dtype=torch.float64)
-            angle = 2 * math.pi * k * freqs / f.n_fft
-            cos = (torch.cos(angle) * window[:, None]).float()
-            sin = (torch.sin(angle) * window[:, None]).float()
-        self.register_buffer("dft_cos", cos)  # (n_fft, freqs), window folded in
-        self.register_buffer("dft_sin", sin)
 
     def frames(self, samples: int) -> int:
         """Whole frames in `samples` samples (framing is a conv with kernel n_fft, stride hop)."""
@@ -70,10 +59,6 @@ class LogMel(nn.Module):
 
     def power(self, samples: torch.Tensor) -> torch.Tensor:
         """Mel power (…, n_mels, n) of every whole frame of `samples`."""
-        if self.dft:
-            frames = samples.unfold(samples.dim() - 1, self.n_fft, self.hop)  # (…, n, n_fft)
-            spec = (frames @ self.dft_cos).pow(2) + (frames @ self.dft_sin).pow(2)  # (…, n, F)
-            return (spec @ self.fb).transpose(-1, -2)
         spec = torch.stft(
             samples, self.n_fft, self.hop, self.n_fft, self.window, center=False,
             return_complex=True,
