@@ -351,6 +351,22 @@ def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") 
         )
 
 
+StateOption = Annotated[
+    StateMode,
+    typer.Option(
+        case_sensitive=False, help="window (GRU from zero per window) or carry (GRU state kept)."
+    ),
+]
+Threads = Annotated[
+    int,
+    typer.Option(
+        metavar="N",
+        help="CPU threads for the model (1 is fastest for models this small, and does not "
+        "thrash on a busy machine).",
+    ),
+]
+
+
 @app.command()
 def detect(
     files: Annotated[
@@ -369,26 +385,13 @@ def detect(
     threshold: Annotated[
         float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
     ] = None,
-    state: Annotated[
-        StateMode,
-        typer.Option(
-            case_sensitive=False,
-            help="window (GRU from zero per window) or carry (GRU state kept).",
-        ),
-    ] = StateMode.window,
+    state: StateOption = StateMode.window,
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of P(keyword) over time.")] = None,
     save_triggers: Annotated[
         Path | None, typer.Option(help="Write each detection's audio into this folder.")
     ] = None,
-    threads: Annotated[
-        int,
-        typer.Option(
-            metavar="N",
-            help="CPU threads for the model (1 is fastest for models this small, and does not "
-            "thrash on a busy machine).",
-        ),
-    ] = 1,
+    threads: Threads = 1,
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
