@@ -67,6 +67,7 @@ class OnnxDetector:
             raise CheckpointError(f"{path}: model not found")
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options.enable_cpu_mem_arena = False  # a small model: the arena only holds memory
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
@@ -110,7 +111,17 @@ class OnnxDetector:
         return self.process(np.zeros(self.window_frames * self.hop // 2, np.float32))
 
     def process(self, audio: np.ndarray) -> StreamOutput:
-        buf = np.concatenate([self.pending, np.asarray(audio, np.float32).ravel()])
+        """Feed audio of any length; it is scored 2 s at a time, so memory stays small."""
+        audio = np.asarray(audio, np.float32).ravel()
+        piece = 2 * self.sample_rate
+        if len(audio) <= piece:
+            return self._process(audio)
+        outs = [self._process(audio[i : i + piece]) for i in range(0, len(audio), piece)]
+        return StreamOutput(*(np.concatenate([getattr(o, k) for o in outs])
+                              for k in ("times", "probs", "focus")))  # fmt: skip
+
+    def _process(self, audio: np.ndarray) -> StreamOutput:
+        buf = np.concatenate([self.pending, audio])
         n = 0 if len(buf) < self.n_fft else (len(buf) - self.n_fft) // self.hop + 1
         if n:
             self.frames = np.concatenate([self.frames, self._log_mel(buf, n)], axis=1)
@@ -120,8 +131,11 @@ class OnnxDetector:
         k = (self.frames.shape[1] - self.window_frames) // self.stride + 1
         if k <= 0:
             return _empty()
-        starts = np.arange(k) * self.stride
-        windows = np.stack([self.frames[:, s : s + self.window_frames] for s in starts])
+        frames = np.ascontiguousarray(self.frames)
+        s_mel, s_frame = frames.strides
+        windows = np.lib.stride_tricks.as_strided(  # (k, n_mels, window_frames), no copy
+            frames, (k, self.n_mels, self.window_frames), (s_frame * self.stride, s_mel, s_frame)
+        )
         probs, attention = self.session.run(None, {"logmel": windows})
         m = self.windows_done + np.arange(k)
         self.windows_done += k
