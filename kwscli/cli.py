@@ -546,6 +546,42 @@ def runs(
         )
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where everything goes.")] = Path(
+        "kws-demo"
+    ),
+    fast: Annotated[
+        bool, typer.Option("--fast", metavar="", help="A reduced size (what the tests run).")
+    ] = False,
+) -> None:
+    """The whole journey on built-in synthetic data: synthesize, teacher, distil, int8 and fp16,
+    evaluate against the teacher, detect — a few minutes on a laptop CPU."""
+    import time
+
+    from kwscli.demo import run_demo
+    from kwscli.report import console, evaluation_table, plot_tradeoff
+
+    t0 = time.perf_counter()
+    result = run_demo(out, fast, say=lambda line: console.print(line, markup=False))
+    console.print(evaluation_table(result.reports, result.baseline))
+    plot = plot_tradeoff(result.reports, result.baseline, result.targets, out / "tradeoff.png")
+    said = ", ".join(f"{t:.1f} s" for t in result.keyword_times)
+    found = ", ".join(f"{d.time:.1f} s (P {d.peak:.3f})" for d in result.detections) or "none"
+    console.print(
+        f"threshold {result.calibration.threshold:.4g} (1 false alarm/h on the keyword-free "
+        f"audio; {result.calibration.hours * 60:.0f} min of it can show no finer)\n"
+        f"keyword said at {said}; the calibrated fp16 student found it at {found}\n"
+        f"done in {time.perf_counter() - t0:.0f} s. Files:\n"
+        + "".join(f"  {k:8s} {v}\n" for k, v in result.files.items())
+        + f"  plot     {plot}\n  audio    {result.recording}\n"
+        f"Next: kws detect {result.recording} --model {result.files['detector']}  ·  "
+        f"kws runs {out / 'runs'}  ·  kws distill --help",
+        markup=False,
+        highlight=False,
+    )
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/synth"),
