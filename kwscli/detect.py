@@ -15,6 +15,7 @@ from kwscli.detections import (
     Detection,
     DetectRun,
     FileResult,
+    StreamOutput,
     check_threshold,
     clip_to,
     detect_file,
@@ -147,6 +148,10 @@ class Spotter:
     def scores(self, audio: np.ndarray, sample_rate: int | None = None):
         """(times, P(keyword)) over a whole recording given as a numpy array (mono, or channels
         last), as `kws detect` scores a file: a fresh stream, silence after its end."""
+        out = self._whole(audio, sample_rate)
+        return out.times, out.probs
+
+    def _whole(self, audio: np.ndarray, sample_rate: int | None) -> StreamOutput:
         from kwscli.audio import resample
 
         audio = np.asarray(audio, dtype=np.float32)
@@ -156,20 +161,20 @@ class Spotter:
         self.reset()
         outs = [self.detector.process(audio), self.detector.flush()]
         self.reset()
-        self._focus = np.concatenate([o.focus for o in outs])
-        return np.concatenate([o.times for o in outs]), np.concatenate([o.probs for o in outs])
+        return StreamOutput(*(np.concatenate([getattr(o, k) for o in outs])
+                              for k in ("times", "probs", "focus")))  # fmt: skip
 
     def detect(
         self, source: str | Path | np.ndarray, sample_rate: int | None = None
     ) -> list[Detection]:
         """The keyword's detections in a file (any format soundfile reads) or a numpy array."""
         if isinstance(source, np.ndarray):
-            times, probs = self.scores(source, sample_rate)
+            out = self._whole(source, sample_rate)
             duration = len(source) / (sample_rate or self.sample_rate)
             found = find_detections(
-                times,
-                probs,
-                self._focus,
+                out.times,
+                out.probs,
+                out.focus,
                 self.threshold,
                 REFRACTORY_S,
                 self.detector.window_seconds,

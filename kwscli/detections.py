@@ -290,25 +290,12 @@ def find_detections(
     refractory: float,
     window_s: float,
 ) -> list[Detection]:
-    """Runs of P ≥ threshold; a run starting within `refractory` s of the previous one's end is
-    the same utterance and is merged into it."""
-    above = np.flatnonzero(probs >= threshold)
-    if above.size == 0:
-        return []
-    runs: list[list[int]] = [[int(above[0]), int(above[0])]]
-    for i in above[1:]:
-        if times[i] - times[runs[-1][1]] <= refractory:
-            runs[-1][1] = int(i)
-        else:
-            runs.append([int(i), int(i)])
-    out = []
-    for a, b in runs:
-        peak = a + int(np.argmax(probs[a : b + 1]))
-        start, end = max(0.0, float(times[a]) - window_s), float(times[b])
-        # attention can rest on the silence before a file starts: keep the time inside the span
-        when = min(max(float(focus[peak]), start), end)
-        out.append(Detection(start=start, end=end, time=when, peak=float(probs[peak])))
-    return out
+    """Runs of P ≥ threshold in a whole trace; a run starting within `refractory` s of the
+    previous one's end is the same utterance and is merged into it (`DetectionTracker`, fed
+    once)."""
+    tracker = DetectionTracker(threshold, refractory, window_s)
+    tracker.feed(StreamOutput(times, probs, focus))
+    return tracker.close()
 
 
 def save_triggers(

@@ -539,9 +539,9 @@ def test_a_pipe_is_refused_at_once_and_skipped_inside_a_folder(tmp_path):
 
 def test_the_streaming_tracker_equals_find_detections_on_random_streams():
     """kws detect keeps no trace of a long file: DetectionTracker, fed block by block, gives
-    exactly the detections of find_detections on the whole trace."""
-    from kwscli.detections import DetectionTracker
-    from kwscli.models.streaming import StreamOutput
+    exactly the detections of the batch loop (tests/reference.py) on the whole trace."""
+    from kwscli.detections import DetectionTracker, StreamOutput
+    from tests.reference import find_detections_reference
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -553,7 +553,7 @@ def test_the_streaming_tracker_equals_find_detections_on_random_streams():
         cuts = [0, *sorted(rng.integers(0, n, 3)), n]
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             tracker.feed(StreamOutput(t[a:b], p[a:b], c[a:b]))
-        expected = find_detections(t, p, c, 0.8, 1.0, 1.0)
+        expected = find_detections_reference(t, p, c, 0.8, 1.0, 1.0)
         assert [d.to_dict() for d in tracker.close()] == [d.to_dict() for d in expected]
 
 
