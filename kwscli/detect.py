@@ -161,8 +161,7 @@ class Spotter:
         self.reset()
         outs = [self.detector.process(audio), self.detector.flush()]
         self.reset()
-        return StreamOutput(*(np.concatenate([getattr(o, k) for o in outs])
-                              for k in ("times", "probs", "focus")))  # fmt: skip
+        return StreamOutput.concat(outs)
 
     def detect(
         self, source: str | Path | np.ndarray, sample_rate: int | None = None

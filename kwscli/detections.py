@@ -54,6 +54,16 @@ class StreamOutput:
     probs: np.ndarray  # (n,)
     focus: np.ndarray  # (n,) attention-weighted centre time (s) of each window: where it looked
 
+    @classmethod
+    def empty(cls) -> StreamOutput:
+        z = np.zeros(0)
+        return cls(z, z, z)
+
+    @classmethod
+    def concat(cls, outs: list[StreamOutput]) -> StreamOutput:
+        return cls(*(np.concatenate([getattr(o, k) for o in outs])
+                     for k in ("times", "probs", "focus")))  # fmt: skip
+
 
 STDIN = "-"  # `kws detect -`: a wav (any format soundfile reads) on standard input
 BLOCK_SECONDS = 30.0

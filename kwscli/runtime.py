@@ -15,10 +15,10 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
+from kwscli.config import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, FeatureConfig, StreamGeometry
 from kwscli.detections import (
     REFRACTORY_S,
     DetectRun,
@@ -31,7 +31,6 @@ from kwscli.detections import (
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 
 ONNX_FORMAT = "kws-onnx-1"
-LOG_FLOOR, LOG_CEIL = 1e-9, 1e9  # as models/frontend.py: log(clamp(power, 1e-9, 1e9))
 
 
 BUNDLED_ONNX = Path(__file__).parent / "assets" / "student.onnx"
@@ -82,16 +81,11 @@ class OnnxDetector:
             )
         try:
             self.meta = meta
-            f = json.loads(meta["features"])
+            f = self.features = FeatureConfig.model_validate_json(meta["features"])
             g = json.loads(meta["geometry"])
-            self.features = SimpleNamespace(**f)
-            self.kernel, self.stride = int(g["kernel"]), int(g["stride"])
-            self.window, self.window_frames = int(g["window"]), int(g["window_frames"])
-            self.prefix = int(g["prefix_frames"])
-            self.n_fft, self.hop = int(f["n_fft"]), int(f["hop_length"])
-            self.n_mels, self.sample_rate = int(f["n_mels"]), int(f["sample_rate"])
-            self.stft_window = _floats(meta["stft_window"], (self.n_fft,))
-            self.fb = _floats(meta["mel_fb"], (self.n_fft // 2 + 1, self.n_mels))
+            self.geometry = StreamGeometry(int(g["kernel"]), int(g["stride"]), int(g["window"]), f)
+            self.stft_window = _floats(meta["stft_window"], (f.n_fft,))
+            self.fb = _floats(meta["mel_fb"], (f.n_fft // 2 + 1, f.n_mels))
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: damaged kws ONNX metadata ({_short(exc)})") from None
         self.path = path
@@ -99,16 +93,22 @@ class OnnxDetector:
 
     @property
     def window_seconds(self) -> float:
-        return self.window_frames * self.hop / self.sample_rate
+        return self.geometry.window_seconds
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
 
     def reset(self) -> None:
         self.pending = np.zeros(0, np.float32)  # samples not yet in a whole frame
-        self.frames = np.full((self.n_mels, self.prefix), np.log(LOG_FLOOR), np.float32)
+        prefix = (self.features.n_mels, self.geometry.prefix_frames)
+        self.frames = np.full(prefix, LOG_FLOOR_LOG, np.float32)
         self.windows_done = 0  # windows scored so far (window m starts at frame m * stride)
 
     def flush(self) -> StreamOutput:
         """End of stream: half a window of silence, as the torch detector."""
-        return self.process(np.zeros(self.window_frames * self.hop // 2, np.float32))
+        half = self.geometry.window_frames * self.features.hop_length // 2
+        return self.process(np.zeros(half, np.float32))
 
     def process(self, audio: np.ndarray) -> StreamOutput:
         """Feed audio of any length; it is scored 2 s at a time, so memory stays small."""
@@ -116,45 +116,35 @@ class OnnxDetector:
         piece = 2 * self.sample_rate
         if len(audio) <= piece:
             return self._process(audio)
-        outs = [self._process(audio[i : i + piece]) for i in range(0, len(audio), piece)]
-        return StreamOutput(*(np.concatenate([getattr(o, k) for o in outs])
-                              for k in ("times", "probs", "focus")))  # fmt: skip
+        return StreamOutput.concat(
+            [self._process(audio[i : i + piece]) for i in range(0, len(audio), piece)]
+        )
 
     def _process(self, audio: np.ndarray) -> StreamOutput:
+        f, g = self.features, self.geometry
         buf = np.concatenate([self.pending, audio])
-        n = 0 if len(buf) < self.n_fft else (len(buf) - self.n_fft) // self.hop + 1
+        n = 0 if len(buf) < f.n_fft else (len(buf) - f.n_fft) // f.hop_length + 1
         if n:
-            self.frames = np.concatenate([self.frames, self._log_mel(buf, n)], axis=1)
-        self.pending = buf[n * self.hop :]
+            new = numpy_log_mel(buf, n, f.hop_length, self.stft_window, self.fb)
+            self.frames = np.concatenate([self.frames, new], axis=1)
+        self.pending = buf[n * f.hop_length :]
         # windows m with m * stride + window_frames ≤ frames kept (the kept start at frame
         # windows_done * stride)
-        k = (self.frames.shape[1] - self.window_frames) // self.stride + 1
+        k = (self.frames.shape[1] - g.window_frames) // g.stride + 1
         if k <= 0:
-            return _empty()
+            return StreamOutput.empty()
         frames = np.ascontiguousarray(self.frames)
         s_mel, s_frame = frames.strides
         windows = np.lib.stride_tricks.as_strided(  # (k, n_mels, window_frames), no copy
-            frames, (k, self.n_mels, self.window_frames), (s_frame * self.stride, s_mel, s_frame)
+            frames, (k, f.n_mels, g.window_frames), (s_frame * g.stride, s_mel, s_frame)
         )
         probs, attention = self.session.run(None, {"logmel": windows})
         m = self.windows_done + np.arange(k)
         self.windows_done += k
-        self.frames = self.frames[:, k * self.stride :]
-        steps = m + self.window - 1  # the conv step each window ends at (prefix included)
-        step_s = self.stride * self.hop / self.sample_rate
-        focus = attention_focus(attention.astype(np.float64), self._centre_time(steps), step_s)
-        return StreamOutput(self._end_time(steps), probs.astype(np.float64), focus)
-
-    def _log_mel(self, buf: np.ndarray, n: int) -> np.ndarray:
-        return numpy_log_mel(buf, n, self.hop, self.stft_window, self.fb)
-
-    def _end_time(self, steps: np.ndarray) -> np.ndarray:
-        last_frame = steps * self.stride + self.kernel - 1 - self.prefix
-        return (last_frame * self.hop + self.n_fft) / self.sample_rate
-
-    def _centre_time(self, steps: np.ndarray) -> np.ndarray:
-        centre = steps * self.stride + (self.kernel - 1) / 2 - self.prefix
-        return (centre * self.hop + self.n_fft / 2) / self.sample_rate
+        self.frames = self.frames[:, k * g.stride :]
+        steps = m + g.window - 1  # the conv step each window ends at (prefix included)
+        focus = attention_focus(attention.astype(np.float64), g.centre_time(steps), g.step_seconds)
+        return StreamOutput(g.end_time(steps), probs.astype(np.float64), focus)
 
 
 def numpy_log_mel(
@@ -212,7 +202,7 @@ class OnnxSpotter:
             "threshold_from": self.threshold_from,
             "state": self.state,
             "window_s": d.window_seconds,
-            "step_s": d.stride * d.hop / d.sample_rate,
+            "step_s": d.geometry.step_seconds,
             "refractory_s": REFRACTORY_S,
         }
 
@@ -222,11 +212,6 @@ class OnnxSpotter:
 
 def _floats(text: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), np.float32).reshape(shape).copy()
-
-
-def _empty() -> StreamOutput:
-    z = np.zeros(0)
-    return StreamOutput(z, z, z)
 
 
 def _short(exc: Exception) -> str:

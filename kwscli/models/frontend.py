@@ -13,16 +13,12 @@ does, so `log_mel` equals the course's torchaudio recipe (pinned in tests/test_a
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from kwscli.config import FeatureConfig, conv_steps
+from kwscli.config import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, FeatureConfig, conv_steps
 
-LOG_FLOOR = 1e-9  # log(clamp(x, 1e-9, 1e9)) as in the course
-LOG_CEIL = 1e9
-LOG_FLOOR_LOG = math.log(LOG_FLOOR)  # the log-mel value of digital silence
+__all__ = ["LOG_FLOOR_LOG", "LogMel", "centred", "log_mel", "mel_power", "to_log"]
 
 
 def to_log(power: torch.Tensor, floor: float = LOG_FLOOR, ceil: float = LOG_CEIL) -> torch.Tensor:

@@ -17,78 +17,14 @@ Two ways to run the GRU, both giving exactly what the offline model gives on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from kwscli.config import FeatureConfig, ModelConfig, conv_centre, conv_span, conv_steps
+from kwscli.config import FeatureConfig, StreamGeometry, conv_span, conv_steps
 from kwscli.detections import StreamOutput, attention_focus
 from kwscli.models.crnn import input_dtype, keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
-
-
-@dataclass(frozen=True)
-class StreamGeometry:
-    """Where a streaming model's windows fall: in conv steps, log-mel frames, samples, seconds.
-    The detector, the TorchScript module and the ONNX window scorer all read it from here."""
-
-    kernel: int  # conv kernel along time, in frames
-    stride: int  # conv stride along time: one output (step) every `stride` frames
-    window: int  # conv steps one output pools over
-    features: FeatureConfig
-
-    @classmethod
-    def of(
-        cls, model: ModelConfig, features: FeatureConfig, window_frames: int | None = None
-    ) -> StreamGeometry:
-        kernel, stride = model.kernel_size[1], model.stride[1]
-        frames = window_frames or features.clip_frames  # max_window_length
-        window = conv_steps(frames, kernel, stride)
-        if window < 1:
-            raise ValueError(f"window of {frames} frames is shorter than the conv kernel")
-        return cls(kernel, stride, window, features)
-
-    @property
-    def window_frames(self) -> int:
-        """Log-mel frames one output reads."""
-        return conv_span(self.window, self.kernel, self.stride)
-
-    @property
-    def prefix_frames(self) -> int:
-        """Frames of silence a stream starts with: the first real step then ends a full window."""
-        return self.window_frames - self.stride
-
-    @property
-    def window_samples(self) -> int:
-        f = self.features
-        return conv_span(self.window_frames, f.n_fft, f.hop_length)
-
-    @property
-    def step_samples(self) -> int:
-        return self.stride * self.features.hop_length
-
-    @property
-    def window_seconds(self) -> float:
-        """Seconds of audio one output looks at."""
-        return self.window_frames * self.features.hop_length / self.features.sample_rate
-
-    @property
-    def step_seconds(self) -> float:
-        """Seconds between two conv steps (two outputs)."""
-        return self.stride * self.features.hop_length / self.features.sample_rate
-
-    def end_time(self, steps: np.ndarray) -> np.ndarray:
-        """Stream time (s) at the end of conv step `steps`' receptive field."""
-        f = self.features
-        last_frame = steps * self.stride + self.kernel - 1 - self.prefix_frames
-        return (last_frame * f.hop_length + f.n_fft) / f.sample_rate
-
-    def centre_time(self, steps: np.ndarray) -> np.ndarray:
-        f = self.features
-        centre_frame = conv_centre(steps, self.kernel, self.stride) - self.prefix_frames
-        return (centre_frame * f.hop_length + f.n_fft / 2) / f.sample_rate
 
 
 class ConvFrames(nn.Module):
@@ -189,7 +125,7 @@ class StreamingDetector:
         """Feed `audio` (1-D float, the model's sample rate); get the steps it completed."""
         used = self.conv_frames(torch.as_tensor(np.asarray(audio, dtype=np.float32)))
         if used.shape[1] == 0:
-            return _empty()
+            return StreamOutput.empty()
         conv = self.model.encode(used[None].to(self.dtype))[0].float()  # (n, C·F')
         self.conv_steps += len(conv)
         if self.state == "window":
@@ -232,8 +168,3 @@ def _left_pad(x: torch.Tensor, k: int, value: float = 0.0) -> torch.Tensor:
         return x
     pad = torch.full((k, *x.shape[1:]), value, dtype=x.dtype)
     return torch.cat([pad, x])
-
-
-def _empty() -> StreamOutput:
-    z = np.zeros(0)
-    return StreamOutput(z, z, z)
