@@ -102,6 +102,7 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
     import json
 
     from kwscli.detect import stored_threshold
+    from kwscli.runtime import ONNX_FORMAT  # what the runtime reads is what is written
     from kwscli.version import __version__
 
     g = StreamGeometry.of(ckpt.model, ckpt.features)
@@ -132,9 +133,6 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
         "stft_window": b64(logmel.window),
         "mel_fb": b64(logmel.fb),  # (freqs, n_mels)
     }
-
-
-ONNX_FORMAT = "kws-onnx-1"
 
 
 def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
@@ -181,7 +179,8 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
 def export_model(
     path: str | Path, format: str = "torchscript", out: str | Path | None = None, force=False
 ) -> Path:
-    """`kws export`: the streaming TorchScript module or the ONNX window scorer."""
+    """`kws export`: the streaming TorchScript module, or the ONNX window model the runtime
+    runs."""
     try:
         fmt = ExportFormat(format)
     except ValueError:
