@@ -152,15 +152,16 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     return path
 
 
-def bundled_model(name: str = "student") -> Path:
-    """A model that ships with kws (`student`, the default detector, or `teacher`):
-    $KWS_MODELS_DIR/NAME.pt, else the one in the package."""
+def bundled_model(name: str = "student", suffix: str = ".pt") -> Path:
+    """A model that ships with kws (`student`, the default detector, or `teacher`; `.onnx`:
+    the student exported for the torch-free runtime): $KWS_MODELS_DIR/NAME.SUFFIX, else the one
+    in the package."""
     import os
 
-    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}.pt"
+    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}{suffix}"
     if not path.is_file():
         raise CheckpointError(
-            f"no bundled {name} model at {path}; pass --model FILE.pt (a checkpoint)"
+            f"no bundled {name} model at {path}; pass --model FILE{suffix} (a model file)"
         )
     return path
 

@@ -33,21 +33,20 @@ from kwscli.errors import CheckpointError, ConfigError, KwsError
 ONNX_FORMAT = "kws-onnx-1"
 
 
-BUNDLED_ONNX = Path(__file__).parent / "assets" / "student.onnx"
-
-
 def is_runtime_model(path) -> bool:
     return Path(str(path)).suffix.lower() == ".onnx"
 
 
 def bundled_onnx() -> Path:
     """The bundled student, exported: the default model where torch is not installed."""
-    if not BUNDLED_ONNX.is_file():
+    from kwscli.checkpoint import bundled_model
+
+    try:
+        return bundled_model("student", ".onnx")
+    except CheckpointError as exc:
         raise KwsError(
-            f"torch is not installed and there is no bundled ONNX model at {BUNDLED_ONNX}: pass "
-            "--model MODEL.onnx (kws export MODEL --format onnx makes one) or install torch"
-        )
-    return BUNDLED_ONNX
+            f"torch is not installed, and {exc} (kws export MODEL --format onnx makes one)"
+        ) from None
 
 
 class OnnxDetector:
