@@ -203,10 +203,11 @@ def fitted_table(
     def cell_len(text: str) -> int:
         return max((len(line) for line in Text.from_markup(text).plain.splitlines()), default=0)
 
+    widths = [max([len(name)] + [cell_len(r[i]) for r in rows]) for i, (name, _) in enumerate(cols)]
+    widths[0] = min(widths[0], 24)  # the name column wraps rather than push others out
+
     def need(idx: list[int]) -> int:
-        widths = [max([len(cols[i][0])] + [cell_len(r[i]) for r in rows]) for i in idx]
-        widths[0] = min(widths[0], 24)  # the name column wraps rather than push others out
-        return sum(widths) + 3 * len(idx) + 1
+        return sum(widths[i] for i in idx) + 3 * len(idx) + 1
 
     dropped = []
     while need(shown) > width and len(shown) > 2:
