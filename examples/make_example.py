@@ -1,4 +1,5 @@
-"""Regenerate examples/sheila_example.wav and its answer key, sheila_example.json.
+"""Regenerate the example recording and its answer key (kwscli/assets/sheila_example.wav and
+.json, shipped in the package for `kws detect --example`; examples/ links to them).
 
     python examples/make_example.py
 
@@ -10,15 +11,14 @@ bytes every time. Harder material is what `benchmarks/` measures.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from kwscli.checkpoint import bundled_example
 from kwscli.data.recording import make_recording
 
-HERE = Path(__file__).parent
 KEYWORD_TIMES = (5.0, 16.5, 27.0, 38.5)
 
 if __name__ == "__main__":
-    wav = HERE / "sheila_example.wav"
+    wav = bundled_example()
     events = make_recording(
         wav, 45.0, "sheila", KEYWORD_TIMES, seed=7, snr_db=15.0, clear_keyword=True
     )
@@ -29,5 +29,5 @@ if __name__ == "__main__":
         "other_speech": [e.to_dict() for e in events if not e.keyword],
         "made_by": "python examples/make_example.py",
     }
-    (HERE / "sheila_example.json").write_text(json.dumps(key, indent=2) + "\n")
+    wav.with_suffix(".json").write_text(json.dumps(key, indent=2) + "\n")
     print(f"{wav}: {len(events)} utterances, keyword at {KEYWORD_TIMES}")

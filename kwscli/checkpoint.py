@@ -31,6 +31,7 @@ from kwscli.version import __version__
 
 BUNDLED = Path(__file__).parent / "assets"
 BUNDLED_NAMES = ("student", "teacher")
+EXAMPLE_NAME = "sheila_example.wav"
 FORMAT = "kws-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("teacher", "student", "int8", "fp16")
@@ -164,6 +165,12 @@ def bundled_model(name: str = "student", suffix: str = ".pt") -> Path:
             f"no bundled {name} model at {path}; pass --model FILE{suffix} (a model file)"
         )
     return path
+
+
+def bundled_example() -> Path:
+    """The example recording that ships with kws (45 s, "sheila" four times; its answer key
+    beside it as sheila_example.json): `kws detect --example` after any install."""
+    return BUNDLED / EXAMPLE_NAME
 
 
 def resolve_model(path: str | Path) -> Path:

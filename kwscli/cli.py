@@ -34,6 +34,11 @@ class _Group(TyperGroup):
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # `kws ... | head`: the reader has what it wanted
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except Exception as exc:
             if _state["debug"]:
                 raise
@@ -45,6 +50,37 @@ class _Group(TyperGroup):
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+
+    def format_help(self, ctx, formatter):
+        _readable_metavars(self, ctx)
+        return super().format_help(ctx, formatter)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _readable_metavars(command, ctx)
+        return command
+
+
+# what --help shows for a value whose command declares no metavar (Typer's default is the Python
+# type: <list[Path]>, <str>, <bool>)
+_METAVARS = {"Path": "PATH", "str": "TEXT", "float": "X", "int": "N", "bool": ""}
+
+
+def _readable_metavars(command, ctx) -> None:
+    import typing
+
+    for param in [*getattr(command, "params", []), command.get_help_option(ctx)]:
+        if param is None or param.metavar is not None:
+            continue
+        if param.param_type_name == "argument":  # its name says it; the help says the rest
+            param.display_type_rich = lambda ctx: None
+            continue
+        kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
+        name = getattr(typing.get_origin(kinds[0]) or kinds[0], "__name__", "")
+        if name in _METAVARS:
+            param.metavar = _METAVARS[name]
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -93,6 +129,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Results, warnings and errors only: no progress or notes."
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -101,6 +143,10 @@ def _root(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    if quiet:
+        from kwscli.report import set_quiet
+
+        set_quiet(True)
 
 
 # ---------------------------------------------------------------- shared options
@@ -240,7 +286,7 @@ def evaluate(
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
     from kwscli.evaluate import Targets, check_fars, check_targets, evaluate_checkpoint
     from kwscli.files import check_plot
-    from kwscli.report import console, evaluation_table, plot_fa_fr, plot_tradeoff, print_json
+    from kwscli.report import console, evaluation_table, info, plot_fa_fr, plot_tradeoff, print_json
 
     tradeoff = plot.with_suffix(".tradeoff.png") if plot and baseline else None
     for path in (plot, tradeoff):  # before the work, not after it
@@ -277,7 +323,7 @@ def evaluate(
         return
     console.print(evaluation_table(reports, base))
     for w in written:
-        console.print(f"plot → {w}", markup=False, highlight=False)
+        info(f"plot → {w}")
 
 
 FloatModel = Annotated[Path, typer.Argument(help="Float kws checkpoint.")]
@@ -497,8 +543,8 @@ def export(
     ] = None,
     force: Force = False,
 ) -> None:
-    """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch), or ONNX with
-    keyword, threshold and front end inside (kws detect runs it without torch)."""
+    """Streaming TorchScript (16 kHz chunks in, P(keyword) out, needs only torch), or ONNX with \
+keyword, threshold and front end inside (kws detect runs it without torch)."""
     from kwscli.export import export_model
     from kwscli.report import console
 
@@ -555,15 +601,15 @@ def demo(
         bool, typer.Option("--fast", metavar="", help="A reduced size (what the tests run).")
     ] = False,
 ) -> None:
-    """The whole journey on built-in synthetic data: synthesize, teacher, distil, int8 and fp16,
-    evaluate against the teacher, detect — a few minutes on a laptop CPU."""
+    """The whole journey on built-in synthetic data: synthesize, teacher, distil, int8 and fp16, \
+evaluate against the teacher, detect — a few minutes on a laptop CPU."""
     import time
 
     from kwscli.demo import run_demo
-    from kwscli.report import console, evaluation_table, plot_tradeoff
+    from kwscli.report import console, evaluation_table, info, plot_tradeoff
 
     t0 = time.perf_counter()
-    result = run_demo(out, fast, say=lambda line: console.print(line, markup=False))
+    result = run_demo(out, fast, say=info)
     console.print(evaluation_table(result.reports, result.baseline))
     plot = plot_tradeoff(result.reports, result.baseline, result.targets, out / "tradeoff.png")
     said = ", ".join(f"{t:.1f} s" for t in result.keyword_times)

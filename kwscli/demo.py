@@ -41,9 +41,12 @@ def run_demo(out: Path, fast: bool = False, say: Callable[[str], None] = print) 
     from kwscli.data.synthetic import synthesize_dataset
     from kwscli.detect import Spotter
     from kwscli.evaluate import Targets, check_targets, evaluate_checkpoint
+    from kwscli.extras import check
     from kwscli.student import student_config
     from kwscli.train import train_run
 
+    for module in ("espeakng_loader", "matplotlib"):  # before any work, not at stage 5
+        check(module)
     clips, t_epochs, s_epochs, epoch_size, seconds, negatives = SIZES["fast" if fast else "full"]
     out = Path(out)
     data, runs = out / "data", out / "runs"

@@ -20,6 +20,7 @@ from torch import nn
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import ExportFormat, StreamGeometry
 from kwscli.errors import ConfigError, KwsError
+from kwscli.extras import require
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LogMel
@@ -146,10 +147,7 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
             f"{path} is int8: PyTorch's dynamic int8 GRU/Linear have no ONNX export; export the "
             "float or fp16 model it came from (ONNX Runtime can quantize the result itself)"
         )
-    try:
-        import onnx
-    except ImportError:
-        raise KwsError("ONNX export needs the onnx package: pip install 'kws[onnx]'") from None
+    onnx = require("onnx")
     out = Path(out) if out else Path(path).with_suffix(".onnx")
     check_output(out, force, inputs=(ckpt.path,))
     graph = WindowModel(ckpt).eval()

@@ -129,8 +129,10 @@ def check_plot(out: Path, inputs=(), flag: str = "--plot") -> Path:
     """A plot path: a .png name (kws writes PNG), never an input of the command, and never over
     an existing file that is not a PNG (a model, a config, notes): refused before any work."""
     from kwscli.errors import KwsError
+    from kwscli.extras import check
 
     out = Path(out)
+    check("matplotlib")
     if out.suffix.lower() != ".png":
         raise KwsError(f"{flag} {out}: plots are PNG images; give a file name ending in .png")
     not_an_input(out, inputs, flag)

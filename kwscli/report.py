@@ -17,6 +17,25 @@ from rich.table import Table
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
+# `kws -q`: results, warnings and errors only (no progress, epoch lines or "file → path" notes)
+_quiet = {"on": False}
+
+
+def set_quiet(on: bool) -> None:
+    _quiet["on"] = on
+
+
+def info(message: str) -> None:
+    """A line about the work rather than its result (a stage starting, where a plot went):
+    silenced by `kws -q`."""
+    if not _quiet["on"]:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _live(console: Console) -> bool:
+    """Whether progress is drawn: on a terminal, and not under -q."""
+    return console.is_terminal and not _quiet["on"]
+
 
 # ---------------------------------------------------------------- progress
 
@@ -50,7 +69,7 @@ class TrainingProgress:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
-            disable=not self.console.is_terminal,
+            disable=not _live(self.console),
         )
         self.progress.__enter__()
         return self
@@ -87,6 +106,8 @@ class TrainingProgress:
                 f"  select au_fa_fr {r.select_au_fa_fr:.3e} AUC {r.select_roc_auc:.4f} "
                 f"recall@1% {r.select_recall_1pct:.2f}"
             )
+        if _quiet["on"]:
+            return self.progress.reset(self.task)
         self.progress.console.print(
             f"epoch {r.epoch:>3}/{self.epochs}  train loss {r.train_loss:.4f}  "
             f"val loss {r.val_loss:.4f}  val au_fa_fr {r.val_au_fa_fr:.3e}  "
@@ -123,7 +144,7 @@ class CountProgress:
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
-            disable=not self.console.is_terminal,
+            disable=not _live(self.console),
         )
         self.progress.__enter__()
         self.task = self.progress.add_task(self.description, total=None)
@@ -408,8 +429,9 @@ def _finite(data: Any) -> Any:
 
 
 def _pyplot():
-    import matplotlib
+    from kwscli.extras import require
 
+    matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -543,6 +565,9 @@ class PlottingCallbacks:
 
     def on_epoch_end(self, record) -> None:
         from kwscli.engine import HISTORY
+        from kwscli.extras import installed
 
+        if not installed("matplotlib"):  # the curves are a view of history.json, which is kept
+            return self.inner.on_epoch_end(record)
         plot_history(self.run_dir / HISTORY, self.run_dir / "curves.png")
         self.inner.on_epoch_end(record)

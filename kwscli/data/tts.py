@@ -59,13 +59,9 @@ def speaker_id(*parts) -> str:
 
 
 def _espeak_paths() -> tuple[str, str]:
-    try:
-        import espeakng_loader
-    except ImportError:
-        raise KwsError(
-            "speech synthesis needs espeakng-loader: pip install espeakng-loader"
-        ) from None
+    from kwscli.extras import require
 
+    espeakng_loader = require("espeakng_loader")
     return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
 
