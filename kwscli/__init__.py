@@ -13,11 +13,12 @@ kwscli` (and `kws --help`) stays free of torch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kwscli.version import __version__
 
-__all__ = ["Detection", "Spotter", "__version__", "load"]
+__all__ = ["Detection", "Spotter", "__version__", "example", "load"]
 
 if TYPE_CHECKING:
     from kwscli.detect import Detection, Spotter
@@ -30,6 +31,14 @@ def load(model: str = "student", state: str = "window", threshold: float | None 
     from kwscli.detect import Spotter
 
     return Spotter(model, state, threshold)
+
+
+def example() -> Path:
+    """The example recording that ships with kws (45 s at 16 kHz, "sheila" four times; its
+    answer key beside it, `example().with_suffix(".json")`)."""
+    from kwscli.checkpoint import bundled_example
+
+    return bundled_example()
 
 
 def __getattr__(name: str):

@@ -412,25 +412,38 @@ Threads = Annotated[
     ),
 ]
 
+DetectorModel = Annotated[
+    Path | None,
+    typer.Option(
+        help="A kws checkpoint, a bundled model's name (student, teacher), or an exported "
+        ".onnx model (runs without torch). Default: the bundled student."
+    ),
+]
+Threshold = Annotated[
+    float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
+]
+
 
 @app.command()
 def detect(
     files: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
-            help="Audio files (wav, flac, ogg...), folders of them, or - for a wav on stdin."
+            help="Audio files (wav, flac, ogg...), folders of them, or - for a wav on stdin.",
+            show_default=False,
         ),
-    ],
-    model: Annotated[
-        Path | None,
+    ] = None,
+    example: Annotated[
+        bool,
         typer.Option(
-            help="A kws checkpoint, a bundled model's name (student, teacher), or an exported "
-            ".onnx model (runs without torch). Default: the bundled student."
+            "--example",
+            metavar="",
+            help="Also spot in the example recording that ships with kws (45 s, 'sheila' at "
+            "5.0, 16.5, 27.0 and 38.5 s).",
         ),
-    ] = None,
-    threshold: Annotated[
-        float | None, typer.Option(help="P(keyword) to fire at (default: the model's own).")
-    ] = None,
+    ] = False,
+    model: DetectorModel = None,
+    threshold: Threshold = None,
     state: StateOption = StateMode.window,
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of P(keyword) over time.")] = None,
@@ -441,9 +454,17 @@ def detect(
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
-    from kwscli.report import detect_header, detections_table, err_console, plot_trace, print_json
+    from kwscli.report import (
+        detect_header,
+        detections_table,
+        err_console,
+        info,
+        plot_trace,
+        print_json,
+    )
     from kwscli.runtime import detect_inputs
 
+    files = _audio_inputs(files, example)
     # before the work, not after it
     for path in trace_plot_paths(plot, files) if plot else []:
         check_plot(path, inputs=[*files, model])
@@ -470,9 +491,87 @@ def detect(
                 detections_table(r, run.settings)
     if plot:
         for path in plot_trace(run.results, run.settings, plot):
-            err_console.print(f"plot → {path}", markup=False, highlight=False)
+            info(f"plot → {path}")
     if any(r.error for r in run.results):
         raise typer.Exit(1)
+
+
+def _audio_inputs(files: list[Path] | None, example: bool) -> list[Path]:
+    from kwscli.checkpoint import bundled_example
+
+    files = [*(files or []), *([bundled_example()] if example else [])]
+    if not files:
+        raise typer.BadParameter(
+            "give audio files, folders of them, or - for stdin (or --example for the recording "
+            "that ships with kws)",
+            param_hint="FILES",
+        )
+    return files
+
+
+@app.command()
+def listen(
+    model: DetectorModel = None,
+    threshold: Threshold = None,
+    state: StateOption = StateMode.window,
+    threads: Threads = 1,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            metavar="INDEX|NAME",
+            help="Input device: its index or a part of its name (default: the system's).",
+        ),
+    ] = None,
+    list_devices: Annotated[
+        bool, typer.Option("--list-devices", metavar="", help="List the input devices and exit.")
+    ] = False,
+    duration: Annotated[
+        float | None,
+        typer.Option(metavar="SECONDS", help="Stop after this much audio (default: at Ctrl-C)."),
+    ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", metavar="", help="One JSON line per detection, as it happens."),
+    ] = False,
+    simulate: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.wav", help="Play a wav as if it were the microphone (tests, demos)."
+        ),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help="With --simulate: play X times faster than real time (0: no waiting). Default 1.",
+        ),
+    ] = None,
+) -> None:
+    """Spot the keyword live from the microphone, printing each detection as it happens \
+(needs pip install "kws\\[listen]")."""
+    from kwscli.config import SAMPLE_RATE
+    from kwscli.listen import check_duration, input_devices, listen, open_source
+    from kwscli.report import (
+        console,
+        devices_table,
+        err_console,
+        heard,
+        listen_header,
+        listen_summary,
+    )
+    from kwscli.runtime import load_spotter
+
+    if list_devices:
+        console.print(devices_table(input_devices()))
+        return
+    check_duration(duration)
+    source = open_source(simulate, device, speed, SAMPLE_RATE)  # no sounddevice: fail first
+    spotter = load_spotter(model, threshold, state, threads)
+    keyword, out = spotter.keyword, err_console if json_out else console
+    listen_header(spotter.settings(), source.description, duration, out)
+    count = iter(range(1, sys.maxsize))
+    result = listen(spotter, source, duration, lambda d: heard(next(count), d, keyword, json_out))
+    listen_summary(result, keyword, out)
 
 
 @app.command()

@@ -279,6 +279,17 @@ class DetectionTracker:
         self.done.extend(closed)
         return closed
 
+    def expire(self, now: float) -> list[Detection]:
+        """Close the open run if no output after time `now` (s) can join it any more: a live
+        stream (kwscli/listen.py) gets each detection `refractory` s after its last window fired,
+        the same detection the stream's end would give."""
+        if self.run is None or now - self.run[1] <= self.refractory:
+            return []
+        closed = [self._detection(self.run)]
+        self.run = None
+        self.done.extend(closed)
+        return closed
+
     def close(self) -> list[Detection]:
         if self.run is not None:
             self.done.append(self._detection(self.run))

@@ -312,9 +312,9 @@ def runs_table(runs: list, title: str, width: int | None = None) -> Table:
     return fitted_table(title, cols, rows, width)
 
 
-def detect_header(settings: dict) -> None:
+def detect_header(settings: dict, out: Console = console) -> None:
     """Which model, threshold and state mode `kws detect` runs with, said once before the files."""
-    console.print(
+    out.print(
         f"model {settings['model']} ({settings['kind']}, {settings['keyword']!r}); threshold "
         f"{settings['threshold']:.4g} ({settings['threshold_from']}); state {settings['state']}",
         highlight=False,
@@ -341,6 +341,54 @@ def detections_table(result, settings: dict) -> None:
     for i, d in enumerate(result.detections, 1):
         table.add_row(str(i), _clock(d.time), _clock(d.start), _clock(d.end), f"{d.peak:.3f}")
     console.print(table)
+
+
+def listen_header(settings: dict, source: str, duration: float | None, out: Console) -> None:
+    """`kws listen`: the model, threshold and state mode, then what is listened to, how long."""
+    detect_header(settings, out)
+    until = f" for {duration:g} s" if duration else ""
+    out.print(
+        f"listening to {source}{until}; Ctrl-C stops", markup=False, highlight=False, soft_wrap=True
+    )
+
+
+def heard(number: int, detection, keyword: str, json_lines: bool) -> None:
+    """One detection of `kws listen`, printed the moment it is final: a line of the table, or a
+    JSON line."""
+    if json_lines:
+        print(json.dumps({"keyword": keyword, **detection.to_dict()}), flush=True)
+        return
+    console.print(
+        f"{number:>3}  {_clock(detection.time):>9}  P({keyword}) {detection.peak:.3f}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def listen_summary(result, keyword: str, out: Console) -> None:
+    """`kws listen`'s last line: how many detections in how many seconds, and how it stopped."""
+    n = len(result.detections)
+    how = "stopped (Ctrl-C)" if result.interrupted else "done"
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    out.print(
+        f"{how}: {n} detection{'s' * (n != 1)} of {keyword!r} in {result.seconds:.1f} s"
+        f" listened{notes}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def devices_table(devices: list) -> Table:
+    """`kws listen --list-devices`: what `--device` can name."""
+    table = Table(title="input devices (* the default)", box=None, padding=(0, 2))
+    table.add_column("")
+    for col in ("--device", "name", "host API", "channels", "rate Hz"):
+        table.add_column(col, justify="left" if col in ("name", "host API") else "right")
+    for d in devices:
+        cells = (str(d.index), d.name, d.host_api, str(d.channels), str(d.sample_rate))
+        table.add_row("*" if d.default else "", *map(escape, cells))
+    return table
 
 
 def _clock(seconds: float) -> str:

@@ -218,20 +218,29 @@ def _short(exc: Exception) -> str:
     return text[-1][:160] if text else type(exc).__name__
 
 
-def detect_files(
-    files: list,
-    model: Path,
+def load_spotter(
+    model: Path | None = None,
     threshold: float | None = None,
     state: str = "window",
-    keep_trace: bool = False,
-    save_triggers_to: Path | None = None,
     threads: int = 1,
 ):
-    """`kws detect MODEL.onnx`: `kwscli.detect.detect_files` without torch."""
-    from kwscli.detections import run_files
+    """The spotter `kws detect` and `kws listen` run, engine chosen here: an exported `.onnx`
+    model runs on onnxruntime, without torch, and so does the default model where torch is not
+    installed (the bundled student's ONNX copy); any other model is a checkpoint, run by torch
+    (kwscli/detect.py's `Spotter`)."""
+    if model is None and not _torch_installed():
+        model = bundled_onnx()
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: must be ≥ 1")
+    if model is not None and is_runtime_model(model):
+        return OnnxSpotter(model, state, threshold, threads)
+    import torch
 
-    spotter = OnnxSpotter(model, state, threshold, threads)
-    return run_files(spotter, files, keep_trace, save_triggers_to)
+    from kwscli.detect import Spotter
+
+    # a 2k-parameter model gains nothing from more threads, and they thrash on a shared machine
+    torch.set_num_threads(threads)
+    return Spotter(model or "student", state, threshold)
 
 
 def detect_inputs(
@@ -243,22 +252,11 @@ def detect_inputs(
     save_triggers_to: Path | None = None,
     threads: int = 1,
 ) -> DetectRun:
-    """`kws detect` picks its engine here: an exported `.onnx` model runs on onnxruntime, without
-    torch, and so does the default model where torch is not installed (the bundled student's
-    ONNX copy); any other model is a checkpoint, run by torch (kwscli/detect.py)."""
-    if model is None and not _torch_installed():
-        model = bundled_onnx()
-    if threads < 1:
-        raise ConfigError(f"--threads {threads}: must be ≥ 1")
-    if model is not None and is_runtime_model(model):
-        return detect_files(files, model, threshold, state, keep_trace, save_triggers_to, threads)
-    import torch
+    """`kws detect`: each input through the spotter of `load_spotter`."""
+    from kwscli.detections import run_files
 
-    from kwscli import detect
-
-    # a 2k-parameter model gains nothing from more threads, and they thrash on a shared machine
-    torch.set_num_threads(threads)
-    return detect.detect_files(files, model, threshold, state, keep_trace, save_triggers_to)
+    spotter = load_spotter(model, threshold, state, threads)
+    return run_files(spotter, files, keep_trace, save_triggers_to)
 
 
 def _torch_installed() -> bool:

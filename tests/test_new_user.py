@@ -1,7 +1,13 @@
 """What a new user tripped on (issue: tables that cut numbers, `--far 0.01 0.05`, a keyword of
-two words, a calibration too short for its budget, shell completion)."""
+two words, a calibration too short for its budget, shell completion, Python types in --help, the
+example recording outside a clone, -q, a missing extra, a pipe closed early)."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -110,3 +116,124 @@ def test_training_curves_put_each_loss_on_its_own_axis_and_mark_the_best_epoch(t
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "best: epoch 2" in texts
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _all_commands():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    for name, command in root.commands.items():
+        if hasattr(command, "commands"):
+            yield from ([name, sub] for sub in command.commands)
+        else:
+            yield [name]
+
+
+@pytest.mark.parametrize("command", [None, *_all_commands()], ids=lambda c: " ".join(c or ["kws"]))
+def test_help_shows_words_not_python_types(command):
+    """Every --help, at 100 columns: values read PATH, TEXT, X, N or the choices, never
+    Typer's <bool>, <str>, <path>, <list[Path]>."""
+    res = runner.invoke(app, [*(command or []), "--help"], env={"COLUMNS": "100"})
+    assert res.exit_code == 0, res.output
+    for python_type in ("<bool>", "<str>", "<path>", "<float>", "<int>", "<list["):
+        assert python_type not in res.output
+
+
+def _keyword_times() -> list[float]:
+    from kwscli.checkpoint import bundled_example
+
+    key = json.loads(bundled_example().with_suffix(".json").read_text())
+    return [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
+
+
+def test_the_example_recording_ships_with_the_package():
+    """`kws detect --example` needs no clone: the recording and its answer key are package data."""
+    import kwscli
+    from kwscli.checkpoint import bundled_example
+
+    assert bundled_example().is_file()
+    assert bundled_example().parent.is_relative_to(Path(kwscli.__file__).parent)
+    assert len(_keyword_times()) == 4
+
+
+@pytest.mark.slow
+def test_detect_example_finds_the_keywords_of_the_shipped_recording():
+    res = runner.invoke(app, ["detect", "--example", "--json", "--state", "carry"])
+    assert res.exit_code == 0, res.output
+    found = [d["time"] for d in json.loads(res.stdout)[0]["detections"]]
+    said = _keyword_times()
+    assert all(any(abs(f - s) < 1.0 for f in found) for s in said), (found, said)
+
+
+def test_detect_without_inputs_points_at_the_example():
+    res = runner.invoke(app, ["detect"])
+    assert res.exit_code == 2
+    assert "--example" in res.output
+
+
+@pytest.mark.slow
+def test_quiet_keeps_the_results_and_drops_the_notes(tmp_path):
+    loud = runner.invoke(app, ["detect", "--example", "--plot", str(tmp_path / "a.png")])
+    quiet = runner.invoke(app, ["-q", "detect", "--example", "--plot", str(tmp_path / "b.png")])
+    assert loud.exit_code == quiet.exit_code == 0, quiet.output
+    assert "plot →" in loud.output and "plot →" not in quiet.output
+    assert (tmp_path / "b.png").is_file()  # the work is the same
+    table = [line for line in loud.stdout.splitlines() if "0:" in line]
+    assert table and all(line in quiet.stdout for line in table)
+
+
+def test_quiet_silences_the_training_epoch_lines():
+    from types import SimpleNamespace
+
+    from kwscli.report import TrainingProgress, set_quiet
+
+    record = SimpleNamespace(
+        best=True, epoch=1, train_loss=0.5, val_loss=0.4, val_au_fa_fr=1e-3, val_accuracy=0.9,
+        seconds=1.0, select_au_fa_fr=None,
+    )  # fmt: skip
+    for quiet in (False, True):
+        console = Console(record=True, force_terminal=False)
+        set_quiet(quiet)
+        try:
+            with TrainingProgress(console) as progress:
+                progress.on_start(1, 1, 1)
+                progress.on_epoch_end(record)
+        finally:
+            set_quiet(False)
+        assert ("epoch   1/1" in console.export_text()) is not quiet
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "extra"),
+    [
+        ("matplotlib", ["detect", "--example", "--plot", "{tmp}/p.png"], "plot"),
+        ("matplotlib", ["evaluate", "student", "--plot", "{tmp}/p.png"], "plot"),
+        ("espeakng_loader", ["data", "synth", "--out", "{tmp}/synth", "--clips", "20"], "synth"),
+        ("espeakng_loader", ["demo", "--fast", "--out", "{tmp}/demo"], "synth"),
+        ("matplotlib", ["demo", "--fast", "--out", "{tmp}/demo"], "plot"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it_before_any_work(
+    tmp_path, monkeypatch, module, args, extra
+):
+    monkeypatch.setitem(sys.modules, module, None)  # what an install without the extra imports
+    res = runner.invoke(app, [a.format(tmp=tmp_path) for a in args])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert f'pip install "kws[{extra}]"' in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing half-written
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`kws detect ... | head -1`: the closed pipe ends kws quietly, exit 0, no traceback."""
+    kws = Path(sys.executable).parent / "kws"
+    out = subprocess.run(
+        ["bash", "-c", f"{kws} detect --example | head -c 20 >/dev/null; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "0", out
+    assert "error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
