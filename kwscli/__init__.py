@@ -13,6 +13,13 @@ kwscli` (and `kws --help`) stays free of torch.
 
 from __future__ import annotations
 
+import os
+
+# numpy's BLAS pool: one thread unless the user chose (set before numpy loads). The matrices here
+# are small (the mel filterbank on 2 s of frames); on a busy 2-core machine a pool of spinning
+# threads made the torch-free front end 5x slower (benchmarks/bench_detect.py, runtime engine).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 

@@ -80,6 +80,9 @@ class Detection:
     def to_dict(self) -> dict:
         return {k: round(v, 4) for k, v in asdict(self).items()}
 
+    def __repr__(self) -> str:  # what `print(spotter.detect(...))` shows: the printed precision
+        return "Detection(" + ", ".join(f"{k}={v}" for k, v in self.to_dict().items()) + ")"
+
 
 @dataclass
 class FileResult:
