@@ -692,6 +692,67 @@ def runs(
 
 
 @app.command()
+def sweep(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A sweep (YAML): base:, runs: with the keys of --config files (README, 'Sweeps')."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Where the run folders go.")] = Path(
+        "runs"
+    ),
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Runs trained at once, in processes of cores ÷ N threads."
+        ),
+    ] = 1,
+    check: Annotated[
+        bool, typer.Option("--check", metavar="", help="Validate and list the runs; run nothing.")
+    ] = False,
+) -> None:
+    """Train, distil and compress every run of a sweep file, skipping finished runs and resuming
+    an interrupted one; then the runs table and the trade-off plots."""
+    from kwscli.files import check_plot
+    from kwscli.report import (
+        PlottingCallbacks,
+        console,
+        info,
+        plot_fa_fr,
+        plot_tradeoff,
+        sweep_plan_table,
+    )
+    from kwscli.sweep import load_sweep
+    from kwscli.sweep_run import compare, run_sweep
+
+    plan = load_sweep(file, out)
+    for run in plan.runs:
+        for w in run.warnings:
+            _warn(f"{run.name}: {w}")
+    console.print(sweep_plan_table(plan))
+    if check:
+        return
+    for paths in plan.plots.values():  # before the work, not after it
+        for path in paths:
+            check_plot(path, flag="plot")
+    result = run_sweep(plan, workers, say=info, callbacks=PlottingCallbacks)
+    for c in compare(plan):
+        plot_fa_fr([c.baseline, *c.reports], c.plot)
+        plot_tradeoff(c.reports, c.baseline, c.targets, c.tradeoff)
+        info(f"plots → {c.plot}, {c.tradeoff}")
+    if out.is_dir():  # not when the only runs failed before saving anything
+        runs(out, sort="name", json_out=False)
+    if result.failed:
+        failed = "; ".join(f"{name}: {why}" for name, why in result.failed.items())
+        waiting = f", {len(result.blocked)} waiting on them" if result.blocked else ""
+        raise KwsError(
+            f"{len(result.failed)} of {len(plan.runs)} runs failed ({failed}){waiting}; fix and "
+            f"run `{plan.command}` again: finished runs are skipped"
+        )
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(metavar="DIR", help="Where everything goes.")] = Path(
         "kws-demo"

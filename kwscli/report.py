@@ -312,6 +312,23 @@ def runs_table(runs: list, title: str, width: int | None = None) -> Table:
     return fitted_table(title, cols, rows, width)
 
 
+def sweep_plan_table(sweep) -> Table:
+    """`kws sweep`: each run, what it learns from, its compress steps, what will happen to it
+    and the entry of the file it comes from."""
+    title = f"{escape(str(sweep.file))}: {len(sweep.runs)} runs → {escape(str(sweep.out))}"
+    table = Table(title=title)
+    for col in ("run", "stage", "from", "compress", "state", "entry"):
+        table.add_column(col, overflow="fold")
+    for r in sweep.runs:
+        source = r.teacher or (r.cfg.distill.teacher if r.cfg.distill else "-")
+        state = r.status
+        if r.status == "finished" and r.stale_steps():
+            state += ", to compress"
+        compress = ", ".join(r.compress) or "-"
+        table.add_row(escape(r.name), r.stage, escape(source), compress, state, escape(r.label))
+    return table
+
+
 def detect_header(settings: dict, out: Console = console) -> None:
     """Which model, threshold and state mode `kws detect` runs with, said once before the files."""
     out.print(

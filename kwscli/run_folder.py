@@ -52,17 +52,21 @@ def saved_a_checkpoint(run_dir: Path) -> bool:
 RESUMABLE_CHANGES = ("name", "runs_dir", "train.num_epochs", "train.device")
 
 
-def check_resume_settings(cfg: RunConfig, run_dir: Path) -> None:
-    """--resume continues the same run: only the epoch count and the device may change."""
+def changed_settings(cfg: RunConfig, run_dir: Path) -> list[str] | None:
+    """The settings (`train.seed`, ...) in which `cfg` differs from the run saved in `run_dir`;
+    None when it saved no settings (killed before writing them)."""
     import yaml
 
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):
-        return  # killed before its config was written: nothing to compare against
-    changed = [
-        k for k in _differences(saved, cfg.model_dump(mode="json")) if k not in RESUMABLE_CHANGES
-    ]
+        return None
+    return differences(saved, cfg.model_dump(mode="json"))
+
+
+def check_resume_settings(cfg: RunConfig, run_dir: Path) -> None:
+    """--resume continues the same run: only the epoch count and the device may change."""
+    changed = [k for k in changed_settings(cfg, run_dir) or [] if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(
             f"--resume with settings that differ from the run in {run_dir}: {', '.join(changed)} "
@@ -70,12 +74,13 @@ def check_resume_settings(cfg: RunConfig, run_dir: Path) -> None:
         )
 
 
-def _differences(a, b, prefix: str = "") -> list[str]:
+def differences(a, b, prefix: str = "") -> list[str]:
+    """The dotted keys (`train.seed`) where two nested settings dicts differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [
             d
             for k in sorted(set(a) | set(b))
-            for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+            for d in differences(a.get(k), b.get(k), f"{prefix}{k}.")
         ]
     return [] if a == b else [prefix.rstrip(".")]
 

@@ -3,10 +3,11 @@ shape, a name from its loss; and the checkpoint that may teach."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
-from kwscli.config import DataConfig, DistillConfig, RunConfig
+from kwscli.config import DataConfig, DistillConfig, FeatureConfig, RunConfig
 from kwscli.errors import ConfigError, KwsError
 from kwscli.models.crnn import CRNN, count_parameters
 
@@ -26,11 +27,45 @@ def load_teacher(path: str | Path) -> Checkpoint:
     return ckpt
 
 
-def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig, list[str]]:
+@dataclass(frozen=True)
+class TeacherFacts:
+    """What a student takes from its teacher: features, keyword, dataset and split, and its size
+    (to warn about a student that is not smaller)."""
+
+    path: str
+    features: FeatureConfig
+    keyword: str
+    data: DataConfig
+    params: int
+
+    @classmethod
+    def of_checkpoint(cls, path: str | Path) -> TeacherFacts:
+        teacher = load_teacher(path)
+        return cls(
+            str(path),
+            teacher.features,
+            teacher.keyword,
+            teacher.provenance.data or DataConfig(keyword=teacher.keyword),
+            sum(t.numel() for t in teacher.state_dict.values()),
+        )
+
+    @classmethod
+    def of_config(cls, cfg: RunConfig, path: str | Path) -> TeacherFacts:
+        """A teacher not trained yet (a sweep's): what its checkpoint at `path` will say (its
+        dataset recorded by its absolute path, as training records it)."""
+        data = cfg.data.model_copy(update={"path": str(Path(cfg.data.path).resolve())})
+        params = count_parameters(CRNN(cfg.model, cfg.features.n_mels))
+        return cls(str(path), cfg.features, cfg.data.keyword, data, params)
+
+
+def student_config(
+    file: str | Path | None, overrides: dict, teacher: TeacherFacts | None = None
+) -> tuple[RunConfig, list[str]]:
     """Resolve a student's settings: its features and keyword are the teacher's (asking for
     different ones is an error, not a silent mismatch); its dataset and split default to the
     teacher's, so it validates on the same clips; its model defaults to the user's final student
-    of SPEC §1. Returns the config and any warnings."""
+    of SPEC §1. The teacher is read from its checkpoint (`distill.teacher`) unless given.
+    Returns the config and any warnings."""
     from kwscli.config import (
         STUDENT_DEFAULTS,
         build_config,
@@ -41,7 +76,8 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
 
     asked = deep_merge(read_config_file(file) if file else {}, drop_none(overrides))
     teacher_path = (asked.get("distill") or {}).get("teacher", DistillConfig().teacher)
-    teacher = load_teacher(teacher_path)
+    if teacher is None:
+        teacher = TeacherFacts.of_checkpoint(teacher_path)
     for key, value in (asked.get("features") or {}).items():
         theirs = getattr(teacher.features, key, value)  # unknown keys: left to validation
         if theirs != value:
@@ -55,10 +91,9 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
             f"data.keyword={keyword!r} but the teacher spots {teacher.keyword!r}; "
             "train a teacher for that keyword first"
         )
-    trained_on = teacher.provenance.data or DataConfig(keyword=teacher.keyword)
     base = {
         "features": teacher.features.model_dump(mode="json"),
-        "data": trained_on.model_dump(
+        "data": teacher.data.model_dump(
             mode="json", include={"path", "split", "split_seed", "val_fraction"}
         )
         | {"keyword": teacher.keyword},
@@ -70,11 +105,10 @@ def student_config(file: str | Path | None, overrides: dict) -> tuple[RunConfig,
         cfg.name = default_student_name(cfg)
     warnings = []
     student_params = count_parameters(CRNN(cfg.model, cfg.features.n_mels))
-    teacher_params = sum(t.numel() for t in teacher.state_dict.values())
-    if student_params >= teacher_params:
+    if student_params >= teacher.params:
         warnings.append(
             f"the student ({student_params:,} parameters) is not smaller than its "
-            f"teacher ({teacher_params:,}); distilling anyway"
+            f"teacher ({teacher.params:,}); distilling anyway"
         )
     return cfg, warnings
 
