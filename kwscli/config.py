@@ -33,7 +33,9 @@ LOG_FLOOR_LOG = math.log(LOG_FLOOR)  # the log-mel value of digital silence
 
 class _Strict(BaseModel):
     # no setting is NaN or infinite (weight_decay: .inf would train on nothing)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, defer_build=True
+    )  # schemas are built on first use: `kws --help` and the runtime use few of them
 
 
 class Choice(str, Enum):
