@@ -31,7 +31,9 @@ class _Group(TyperGroup):
         except KwsError as exc:
             if _state["debug"]:
                 raise
-            _fail(str(exc), exc.exit_code)
+            from kwscli.distributed import RankError
+
+            _fail(str(exc), exc.exit_code, every_rank=isinstance(exc, RankError))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError:  # `kws ... | head`: the reader has what it wanted
@@ -49,7 +51,10 @@ class _Group(TyperGroup):
             # exits and help belong to click/typer; anything else is a bug in kws
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+            _fail(
+                f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+                every_rank=True,
+            )
 
     def format_help(self, ctx, formatter):
         _readable_metavars(self, ctx)
@@ -92,14 +97,23 @@ def _is_usage_error(exc: Exception) -> bool:
 
 def _warn(message: str) -> None:
     """A warning: one unwrapped line on stderr, the work goes on."""
+    from kwscli.distributed import is_main
     from kwscli.report import err_console
 
+    if not is_main():
+        return  # under torchrun rank 0 warns for all
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1, every_rank: bool = False):
+    from kwscli.distributed import world
     from kwscli.report import err_console
 
+    rank = world().rank
+    if rank:  # under torchrun rank 0 reports what every rank meets; others only their own
+        if not every_rank:
+            raise typer.Exit(code)
+        message = f"rank {rank}: {message}"
     lines = message.splitlines() or [message]
     err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
     for line in lines[1:]:
@@ -237,9 +251,13 @@ app.command("distill", cls=SettingsCommand)(
 
 
 def _train(cfg, resume: bool, force: bool) -> None:
+    from kwscli.distributed import is_main
     from kwscli.report import PlottingCallbacks, TrainingProgress, console
     from kwscli.train import train_run
 
+    if not is_main():  # under torchrun rank 0 shows the progress and the result
+        train_run(cfg, resume, force)
+        return
     run_dir = Path(cfg.runs_dir) / cfg.name
     with TrainingProgress() as shown:
         result = train_run(cfg, resume, force, PlottingCallbacks(shown, run_dir), shown.cache)

@@ -2,7 +2,8 @@
 
 `criterion(model, x, y) -> loss` sees the model and the (augmented) batch, so a distillation loss
 can run its frozen teacher on the very same inputs. The loop never prints: it reports through
-callbacks, and the CLI draws the progress bar.
+callbacks, and the CLI draws the progress bar. Under torchrun (kwscli/distributed.py) each rank
+trains on its share of every batch through DDP, and only rank 0 reports and writes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from kwscli import distributed
 from kwscli.checkpoint import Checkpoint, save_checkpoint
 from kwscli.config import TrainConfig
 from kwscli.errors import Interrupted, KwsError
@@ -89,10 +91,10 @@ class TrainResult:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.place(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise KwsError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    return distributed.place(torch.device(name))
 
 
 def train(
@@ -111,7 +113,7 @@ def train(
     loop = _Loop(model, criterion, data, cfg, run_dir, make_checkpoint)
     if resume:
         loop.restore()
-    cb = callbacks or NoCallbacks()
+    cb = (callbacks if distributed.is_main() else None) or NoCallbacks()  # rank 0 reports
     cb.on_start(cfg.num_epochs, loop.steps, loop.epoch + 1)
     try:
         with StopOnCtrlC() as stop:
@@ -174,6 +176,7 @@ class _Loop:
         self.run_dir, self.make_checkpoint = run_dir, make_checkpoint
         self.device = resolve_device(cfg.device)
         model.to(self.device)
+        self.net = distributed.replicate(model)  # what the loss calls: DDP under torchrun
         if isinstance(criterion, torch.nn.Module):
             criterion.to(self.device)  # a distillation loss carries its teacher along
         self.opt = torch.optim.Adam(
@@ -194,20 +197,31 @@ class _Loop:
         else:
             self.weights = class_balanced_weights(data.labels[data.train_idx])
         self.epoch_size = cfg.epoch_size or len(data.train_idx)
-        self.steps = math.ceil(self.epoch_size / cfg.batch_size)
+        self.world = distributed.world()
+        full, short = divmod(self.epoch_size, cfg.batch_size)
+        # a last, short batch is a step when every rank gets a row of it (alone: any row)
+        self.steps = full + (short >= self.world.size)
 
     def restore(self) -> None:
-        """Load `last.pt`; a damaged or foreign one (or one that would run code) is one line."""
+        """Load `last.pt` (rank 0 reads it, every rank gets the same state); a damaged or
+        foreign one (or one that would run code) is one line."""
         path = self.run_dir / LAST
+        state = distributed.from_main(
+            lambda: self._resumable(lambda: torch.load(path, map_location="cpu", weights_only=True))
+        )
+        self._resumable(lambda: self._restore(state))
+
+    def _resumable(self, fn):
         try:
-            self._restore(torch.load(path, map_location="cpu", weights_only=True))
+            return fn()
         except Exception as exc:
             why = "it would run code when loaded" if "Unsupported global" in str(exc) else (
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}"
                 if str(exc).strip() else type(exc).__name__
             )  # fmt: skip
             raise KwsError(
-                f"{path}: not a resumable kws state ({why}); start the run again with --force"
+                f"{self.run_dir / LAST}: not a resumable kws state ({why}); start the run again "
+                "with --force"
             ) from None
 
     def _restore(self, state: dict) -> None:
@@ -236,38 +250,46 @@ class _Loop:
         for group in self.opt.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        self.model.train()
+        self.net.train()
+        distributed.reseed(cfg.seed, epoch)
+        # the same draw on every rank (one generator, in step): each takes its share of a batch
         draw = torch.multinomial(self.weights, self.epoch_size, True, generator=self.gen)
         order = data.train_idx[draw]
-        total = 0.0
+        total, seen = 0.0, 0
         for step in range(self.steps):
             rows = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             loss = self.step(rows, epoch, step + 1)
-            total += loss * len(rows)
+            total += loss * distributed.kept(len(rows), self.world)
+            seen += distributed.kept(len(rows), self.world)
             cb.on_step(epoch, step + 1, loss)
             stop.check()
-        record = self.validate(epoch, total / len(order), t0)
+        record = self.validate(epoch, total / seen, t0)
         record.lr = lr
         self.save(record)
         return record
 
     def step(self, rows: torch.Tensor, epoch: int, step: int) -> float:
-        x, y = self.data.features[rows], self.data.labels[rows]
+        """One update on the global batch `rows`; returns its loss (the mean over the ranks)."""
+        batch, y = self.data.features[rows], self.data.labels[rows]
         if self.data.augment is not None:
-            x = self.data.augment(x, self.data.energy[rows], self.gen)
-        x, y = x.to(self.device), y.to(self.device)
+            # every rank augments the whole batch: one process's inputs, generators in step
+            batch = self.data.augment(batch, self.data.energy[rows], self.gen)
+        mine = distributed.share(len(rows), self.world)
+        x, y = batch[mine].to(self.device), y[mine].to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
-            loss = self.criterion(self.model, x, y)
-        if not torch.isfinite(loss):
+            loss = self.criterion(self.net, x, y)
+        batch_loss = distributed.mean_across(loss)  # every rank stops at the same bad step
+        if not torch.isfinite(batch_loss):
             kept = (
                 f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir}"
                 if self.epoch
                 else f"no checkpoint was saved in {self.run_dir} (a run it was replacing is back "
                 "in place)"
             )
-            bad_input = not torch.isfinite(x).all()
+            bad_input = not torch.isfinite(batch).all()
             raise KwsError(
-                f"training diverged: loss is {loss.item()} at epoch {epoch}, step {step}; {kept} "
+                f"training diverged: loss is {batch_loss.item()} at epoch {epoch}, step {step}; "
+                f"{kept} "
                 + (
                     "(the batch itself held NaN/inf: check the data)"
                     if bad_input
@@ -280,7 +302,7 @@ class _Loop:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        return loss.item()
+        return batch_loss.item()
 
     def validate(self, epoch: int, train_loss: float, t0: float) -> EpochRecord:
         d = self.data
@@ -325,24 +347,26 @@ class _Loop:
                     "roc_auc": record.select_roc_auc,
                     "recall_at_1pct": record.select_recall_1pct,
                 }
-            save_checkpoint(self.make_checkpoint(metrics), self.run_dir / BEST)
+            if distributed.is_main():  # every rank chooses alike; rank 0 alone writes
+                save_checkpoint(self.make_checkpoint(metrics), self.run_dir / BEST)
         self.history.append(record)
-        atomic_torch_save(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "epoch": record.epoch,
-                "generator": self.gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": [asdict(r) for r in self.history],
-                "best_au_fa_fr": self.best[0],
-                "best_epoch": self.best[1],
-                "best_key": list(self.best_key),
-            },
-            self.run_dir / LAST,
-        )
-        write_json(self.run_dir / HISTORY, [asdict(r) for r in self.history])
+        if distributed.is_main():
+            atomic_torch_save(
+                {
+                    "model": self.model.state_dict(),
+                    "optimizer": self.opt.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "epoch": record.epoch,
+                    "generator": self.gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": [asdict(r) for r in self.history],
+                    "best_au_fa_fr": self.best[0],
+                    "best_epoch": self.best[1],
+                    "best_key": list(self.best_key),
+                },
+                self.run_dir / LAST,
+            )
+            write_json(self.run_dir / HISTORY, [asdict(r) for r in self.history])
         self.epoch = record.epoch
 
 

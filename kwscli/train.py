@@ -2,7 +2,8 @@
 
 `kws teacher` and `kws distill` call `train_run`: a teacher learns with cross-entropy, a student
 with the distillation loss of `distillation`; both take the one path, `train_model`. The folder
-itself (lock, resume, replace) is run_folder.py; a student's settings are student.py.
+itself (lock, resume, replace) is run_folder.py; a student's settings are student.py. Under
+torchrun, rank 0 takes that path and the other ranks `_follow` it (kwscli/distributed.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kwscli import engine
+from kwscli import distributed, engine
 from kwscli.checkpoint import Checkpoint, Provenance, TeacherInfo, load_checkpoint
 from kwscli.config import RunConfig
 from kwscli.data.augment import FeatureAugmenter, Mixup, white_noise_bank
@@ -169,30 +170,50 @@ def train_model(
 ) -> engine.TrainResult:
     """The one path every training run takes: run folder, data, model, engine. `sampling`
     gives the training clips' sampling weights (default: class-balanced)."""
-    engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
-    run_dir, created = open_run_dir(cfg, resume)
-    try:
-        if resume:
-            check_resume_settings(cfg, run_dir)
-        with run_lock(run_dir):
-            for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run: never real files
-                junk.unlink(missing_ok=True)
-            recover_aside(run_dir)
-            replaced = [] if resume else previous_run(run_dir, force)
-            return _train_locked(
-                cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced,
-                sampling,
-            )  # fmt: skip
-    finally:
-        remove_if_empty(created)  # a start that saved nothing leaves no folder
+    device = engine.resolve_device(cfg.train.device)  # a missing GPU is reported before any work
+    with distributed.session(device, cfg.train.batch_size) as world:
+        if not world.is_main:
+            return _follow(cfg, kind, criterion, provenance, resume)
+        with distributed.leading() as release:  # the other ranks wait for the folder and data
+            run_dir, created = open_run_dir(cfg, resume)
+            try:
+                if resume:
+                    check_resume_settings(cfg, run_dir)
+                with run_lock(run_dir):
+                    for junk in run_dir.glob(".*.tmp"):  # half-writes of a killed run
+                        junk.unlink(missing_ok=True)
+                    recover_aside(run_dir)
+                    replaced = [] if resume else previous_run(run_dir, force)
+                    return _train_locked(
+                        cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress,
+                        replaced, sampling, release,
+                    )  # fmt: skip
+            finally:
+                remove_if_empty(created)  # a start that saved nothing leaves no folder
+
+
+def _follow(cfg, kind, criterion, provenance, resume):
+    """A rank other than 0: once rank 0 has checked the run folder and built the feature cache,
+    read that cache and train alongside it, writing nothing."""
+
+    def prepare(weights: torch.Tensor | None) -> PreparedData:
+        prepared = prepare_data(cfg)
+        prepared.train.weights = weights  # rank 0's: sampling must not differ between ranks
+        return prepared
+
+    prepared = distributed.follow(prepare)
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    return _run(cfg, kind, criterion, provenance, resume, run_dir, None, prepared)
 
 
 def _train_locked(
-    cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced, sampling
-):
+    cfg, kind, criterion, provenance, resume, run_dir, callbacks, progress, replaced, sampling,
+    release,
+):  # fmt: skip
     prepared = prepare_data(cfg, progress)  # a data error here leaves the old run untouched
     if sampling is not None:
         prepared.train.weights = sampling(prepared.train)
+    release(prepared.train.weights)  # under torchrun: the others go on (the cache is built)
     aside = set_aside(run_dir, replaced)  # back in place unless the new run saves a checkpoint
     try:
         return _run(cfg, kind, criterion, provenance, resume, run_dir, callbacks, prepared)
@@ -203,7 +224,8 @@ def _train_locked(
 def _run(cfg, kind, criterion, provenance, resume, run_dir, callbacks, prepared):
     torch.manual_seed(cfg.train.seed)
     model = CRNN(cfg.model, cfg.features.n_mels)
-    save_run_config(cfg, run_dir)
+    if distributed.is_main():
+        save_run_config(cfg, run_dir)
     data = cfg.data.model_copy(update={"path": str(Path(cfg.data.path).resolve())})
     provenance = provenance.model_copy(update={"data": data, "train": cfg.train})
 
@@ -224,7 +246,8 @@ def _run(cfg, kind, criterion, provenance, resume, run_dir, callbacks, prepared)
         callbacks,
     )
     result.extras["skipped"] = prepared.features.skipped
-    write_final_metrics(run_dir, result, kind, provenance.loss)
+    if distributed.is_main():
+        write_final_metrics(run_dir, result, kind, provenance.loss)
     return result
 
 
