@@ -13,9 +13,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`kws ... | head`: the reader has what it wanted, which is not an error (rich's own
+        handler exits 1)."""
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+
+
 # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: give them room instead.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = _Console(width=None if sys.stdout.isatty() else 160)
+err_console = _Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 # `kws -q`: results, warnings and errors only (no progress, epoch lines or "file → path" notes)
 _quiet = {"on": False}
