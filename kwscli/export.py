@@ -7,20 +7,27 @@ calls and the softmax are inside, so it runs with `torch` alone:
     m.reset()              # a new stream
 
 It computes exactly what `kws detect --state window` computes, step for step.
+
+Or, with `--format onnx`, as the window model the torch-free runtime runs (kwscli/runtime.py).
+An int8 checkpoint keeps its integers there: its float graph (dequantized weights, GRU unrolled
+into MatMuls) is quantized by onnxruntime, and the checkpoint's integers are put back in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
 from kwscli.config import ExportFormat, StreamGeometry
 from kwscli.errors import ConfigError, KwsError
-from kwscli.extras import require
+from kwscli.extras import installed, require
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LogMel
@@ -68,7 +75,8 @@ def export_torchscript(
     if ckpt.kind == "int8":
         raise KwsError(
             f"{path} is int8: dynamic-quantized GRUs do not script into a standalone module; "
-            "export the float or fp16 model it came from"
+            "export it with --format onnx (int8 weights, run by onnxruntime) or export the float "
+            "or fp16 model it came from"
         )
     out = Path(out) if out else Path(path).with_suffix(".streaming.ts")
     check_output(out, force, inputs=(ckpt.path,))
@@ -86,14 +94,175 @@ class WindowModel(nn.Module):
     the stream (frames, the silence prefix, one window every conv stride) is kept by the
     runtime (kwscli/runtime.py), in numpy, from the front end stored in the file's metadata."""
 
-    def __init__(self, ckpt: Checkpoint) -> None:
+    def __init__(self, ckpt: Checkpoint, model: nn.Module | None = None) -> None:
         super().__init__()
-        self.model = build_model(ckpt).float()
+        self.model = (model if model is not None else build_model(ckpt)).float()
         self.requires_grad_(False)
 
     def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, weights, _ = self.model.outputs(logmel)
         return keyword_probability(logits), weights
+
+
+class MatMulLinear(nn.Module):
+    """`nn.Linear` as `x @ Wᵀ + b`, Wᵀ stored: it exports as a MatMul on a constant, which
+    onnxruntime's dynamic quantization makes int8 (a Linear on 2-D input exports as a Gemm,
+    which it leaves float)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous())  # (in, out)
+        self.bias = nn.Parameter(linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight_t) + self.bias
+
+
+class UnrolledGRU(nn.Module):
+    """`nn.GRU` (batch_first, from a zero state) written out step by step, in MatMuls:
+    onnxruntime quantizes MatMul (and LSTM) but not the ONNX GRU op, so this is the form in which
+    a GRU keeps int8 weights. torch's equations and gate order (r, z, n):
+
+        r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr)       z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
+        n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))
+        h' = (1 − z) ⊙ n + z ⊙ h  =  n + z ⊙ (h − n)
+
+    The input term is one MatMul over the whole window, as torch computes it on CPU, with b_hr and
+    b_hz added to it; the recurrent one is a MatMul per step (none at the first, where h = 0).
+    Traced, the loop unrolls over the window's conv steps, which the exported graph fixes."""
+
+    def __init__(self, gru: nn.GRU) -> None:
+        super().__init__()
+        self.hidden = h = gru.hidden_size
+        directions = ["", "_reverse"] if gru.bidirectional else [""]
+        self.suffixes = [[f"_l{n}{d}" for d in directions] for n in range(gru.num_layers)]
+        p = {name: value.detach() for name, value in gru.named_parameters()}
+        for sfx in sum(self.suffixes, []):
+            b_hh = p[f"bias_hh{sfx}"]
+            new = {
+                f"weight_ih{sfx}_t": p[f"weight_ih{sfx}"].t(),  # (in, 3H): the int8 checkpoint's
+                f"weight_hh{sfx}_t": p[f"weight_hh{sfx}"].t(),  # weights, transposed
+                f"bias_i{sfx}": p[f"bias_ih{sfx}"] + torch.cat([b_hh[: 2 * h], b_hh.new_zeros(h)]),
+                f"bias_hn{sfx}": b_hh[2 * h :],
+            }
+            for name, value in new.items():
+                self.register_parameter(name, nn.Parameter(value.contiguous()))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        for layer in self.suffixes:
+            x = torch.cat([self._direction(x, sfx) for sfx in layer], dim=-1)  # (B, T, H·dirs)
+        return x, None
+
+    def _direction(self, x: torch.Tensor, sfx: str) -> torch.Tensor:
+        w_hh, b_hn, size = (
+            getattr(self, f"weight_hh{sfx}_t"),
+            getattr(self, f"bias_hn{sfx}"),
+            self.hidden,
+        )
+        gi = torch.matmul(x, getattr(self, f"weight_ih{sfx}_t")) + getattr(self, f"bias_i{sfx}")
+        i_rz, i_n = gi.split([2 * size, size], dim=-1)  # (B, T, 2H), (B, T, H)
+        steps = list(range(x.shape[1]))
+        h: torch.Tensor | None = None
+        out: list[torch.Tensor] = []
+        for t in steps[::-1] if sfx.endswith("_reverse") else steps:
+            if h is None:
+                rz, h_n = torch.sigmoid(i_rz[:, t]), b_hn
+            else:
+                h_rz, h_n = torch.matmul(h, w_hh).split([2 * size, size], dim=-1)
+                rz, h_n = torch.sigmoid(i_rz[:, t] + h_rz), h_n + b_hn
+            r, z = rz.split([size, size], dim=-1)
+            n = torch.tanh(i_n[:, t] + r * h_n)
+            h = n - z * n if h is None else n + z * (h - n)
+            out.append(h)
+        return torch.stack(out[::-1] if sfx.endswith("_reverse") else out, dim=1)  # (B, T, H)
+
+
+def int8_window_model(ckpt: Checkpoint) -> WindowModel:
+    """The float graph of an int8 checkpoint, for onnxruntime to quantize: its dequantized
+    weights (the values the int8 model multiplies by), the GRU unrolled and every Linear a
+    MatMul, so that each layer torch runs in int8 is one onnxruntime quantizes."""
+    from kwscli.inference import build_dequantized
+
+    model = build_dequantized(ckpt)
+    model.gru = UnrolledGRU(model.gru)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, MatMulLinear(module))
+    return WindowModel(ckpt, model)
+
+
+def quantize_int8(plain: Path, ckpt: Checkpoint):
+    """onnxruntime's dynamic quantization of the float graph (`quantize_dynamic`: int8 weights,
+    per tensor, activations quantized on the fly, as PyTorch's; the conv too where the checkpoint
+    has it in int8), then the checkpoint's own integers and scales put in place of the ones it
+    recomputed. Returns the ModelProto."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    spec = ckpt.provenance.int8
+    quantized = Path(plain).with_name("int8.onnx")
+    with _quiet_root_logger():  # it advises pre-processing on the root logger
+        quantize_dynamic(
+            plain,
+            quantized,
+            op_types_to_quantize=["MatMul", "Conv"] if spec and spec.conv == "int8" else ["MatMul"],
+            per_channel=False,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    model = onnx.load(str(quantized))
+    del model.graph.value_info[:]  # shapes its inference noted: optional, a third of the file
+    _pin_integers(model, ckpt)
+    return model
+
+
+def _pin_integers(model, ckpt: Checkpoint) -> None:
+    """Each int8 weight of the quantized graph set to the checkpoint's integers, scale and zero
+    point. onnxruntime's symmetric scale is max|w| / 127 and torch's observer chose another, so
+    rounding the dequantized weights again moves some by a step (6 % of the bundled student's)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = {
+        n
+        for n, i in inits.items()
+        if n.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8
+    }
+    state = ckpt.state_dict
+    for key in ckpt.provenance.int8.quantized if ckpt.provenance.int8 else []:
+        transposed = f"model.{key}_t_quantized" in weights  # a MatMul multiplies by Wᵀ
+        base = f"model.{key}_t" if transposed else f"model.{key}"
+        if base + "_quantized" not in weights:
+            raise KwsError(f"int8 export: onnxruntime left {key} in float, expected int8")
+        q = state[key + ".int8"]
+        exact = {
+            "_quantized": (q.t() if transposed else q).contiguous().numpy(),
+            "_scale": np.float32(state[key + ".scale"]),
+            "_zero_point": np.int8(state[key + ".zero_point"]),
+        }
+        for suffix, value in exact.items():
+            old = inits[base + suffix]
+            old.CopyFrom(numpy_helper.from_array(np.asarray(value).reshape(old.dims), old.name))
+        weights.discard(base + "_quantized")
+    if weights:
+        raise KwsError(f"int8 export: int8 weights the checkpoint does not have: {sorted(weights)}")
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """Root-logger messages dropped, and no stderr handler left behind: a first message with no
+    handler would install one for the rest of the process (logging.basicConfig)."""
+    root, null = logging.getLogger(), logging.NullHandler()
+    before = root.manager.disable
+    root.addHandler(null)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
+        root.removeHandler(null)
 
 
 def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
@@ -118,6 +287,7 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
         "kws_version": __version__,
         "keyword": ckpt.keyword,
         "kind": ckpt.kind,
+        "precision": onnx_precision(ckpt),
         "source": ckpt.path.name if ckpt.path else "",
         "threshold": repr(float(threshold)),
         "threshold_from": source,
@@ -136,29 +306,45 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
     }
 
 
+def onnx_precision(ckpt: Checkpoint) -> str:
+    """What the exported graph computes in, for `kws detect`'s header."""
+    if ckpt.kind == "int8":
+        conv = ckpt.provenance.int8.conv if ckpt.provenance.int8 else "float"
+        return f"int8 weights, conv {'int8' if conv == 'int8' else 'float32'}"
+    return "float32 (fp16 weights)" if ckpt.kind == "fp16" else "float32"
+
+
 def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
     """Write MODEL.onnx: the window model (`WindowModel`) with keyword, threshold and front end
-    as metadata, for `kws detect MODEL.onnx` with or without torch (kwscli/runtime.py)."""
+    as metadata, for `kws detect MODEL.onnx` with or without torch (kwscli/runtime.py). An int8
+    checkpoint is exported from its dequantized weights, then quantized by onnxruntime
+    (`quantize_int8`), with the checkpoint's own integers."""
+    import tempfile
+
     from kwscli.files import atomic_write, check_output
 
     ckpt = load_checkpoint(path)
-    if ckpt.kind == "int8":
-        raise KwsError(
-            f"{path} is int8: PyTorch's dynamic int8 GRU/Linear have no ONNX export; export the "
-            "float or fp16 model it came from (ONNX Runtime can quantize the result itself)"
-        )
     onnx = require("onnx")
+    if ckpt.kind == "int8" and not installed("onnxruntime"):
+        raise KwsError(
+            'an int8 model is quantized for ONNX by onnxruntime: pip install "kws[onnx]"'
+        )
     out = Path(out) if out else Path(path).with_suffix(".onnx")
     check_output(out, force, inputs=(ckpt.path,))
-    graph = WindowModel(ckpt).eval()
+    graph = (int8_window_model(ckpt) if ckpt.kind == "int8" else WindowModel(ckpt)).eval()
     g = StreamGeometry.of(ckpt.model, ckpt.features)
     example = torch.zeros(1, ckpt.features.n_mels, g.window_frames)
-    with warnings.catch_warnings(), atomic_write(out) as tmp:
+    with (
+        warnings.catch_warnings(),
+        atomic_write(out) as tmp,
+        tempfile.TemporaryDirectory(prefix="kws-export-") as work,
+    ):
         warnings.simplefilter("ignore")
+        plain = Path(work) / "float.onnx"
         torch.onnx.export(
             graph,
             (example,),
-            str(tmp),
+            str(plain),
             input_names=["logmel"],
             output_names=["p_keyword", "attention"],
             dynamic_axes={"logmel": {0: "windows"}, "p_keyword": {0: "windows"},
@@ -166,7 +352,8 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
             opset_version=17,
             dynamo=False,
         )  # fmt: skip
-        model = onnx.load(str(tmp))
+        model = quantize_int8(plain, ckpt) if ckpt.kind == "int8" else onnx.load(str(plain))
+        del model.metadata_props[:]  # ours only, whatever the quantizer kept or added
         for key, value in onnx_metadata(ckpt).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value

@@ -91,11 +91,12 @@ def _quantized_weights(module: nn.Module) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def build_int8(ckpt: Checkpoint) -> nn.Module:
-    """The int8 model a checkpoint describes, with exactly its stored integers."""
+def build_dequantized(ckpt: Checkpoint) -> CRNN:
+    """An int8 checkpoint as a float32 CRNN: each int8 weight times its scale (exactly the values
+    the int8 model multiplies by), the rest in float32 (an fp16 conv is exact in float32). It runs
+    where torch has no dynamic quantization; the ONNX export quantizes it again."""
     state = ckpt.state_dict
-    spec = ckpt.provenance.int8 or Int8Info()
-    names, conv = spec.quantized, spec.conv
+    names = (ckpt.provenance.int8 or Int8Info()).quantized
     try:
         deq = {
             n: (state[n + ".int8"].float() - state[n + ".zero_point"]) * state[n + ".scale"]
@@ -103,10 +104,16 @@ def build_int8(ckpt: Checkpoint) -> nn.Module:
         }
     except KeyError as exc:
         raise CheckpointError(f"{ckpt.path}: damaged int8 checkpoint: no {exc.args[0]!r}") from None
-    # everything not int8, in float32 (an fp16 conv is exact in float32)
     floats = {k: v.float() for k, v in state.items() if not k.endswith(INT8_SUFFIXES)}
     model = CRNN(ckpt.model, ckpt.features.n_mels)
-    load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
+    return load_weights(model, {**floats, **{n: w.float() for n, w in deq.items()}}, ckpt)
+
+
+def build_int8(ckpt: Checkpoint) -> nn.Module:
+    """The int8 model a checkpoint describes, with exactly its stored integers."""
+    state = ckpt.state_dict
+    conv = (ckpt.provenance.int8 or Int8Info()).conv
+    model = build_dequantized(ckpt)
     if not dynamic_int8_available():
         return _half_conv(model) if conv == "fp16" else model  # weight-only int8
     qmodel = _quantize_dynamic(model, conv)

@@ -195,7 +195,7 @@ class OnnxSpotter:
         d = self.detector
         return {
             "model": str(d.path),
-            "kind": f"{self.detector.meta['kind']}, onnx",
+            "kind": ", ".join([d.meta["kind"], "onnx", *filter(None, [d.meta.get("precision")])]),
             "keyword": self.keyword,
             "threshold": self.threshold,
             "threshold_from": self.threshold_from,
