@@ -81,16 +81,22 @@ def _in_process(todo, threads, say, callbacks, result: SweepResult) -> None:
         for run in todo:
             if _blocked(run, result, say):
                 continue
-            try:
-                _execute(run, say, callbacks)
-            except Interrupted:
-                raise
-            except KwsError as exc:
-                _failed(run, exc, result, say)
-            else:
-                result.trained.append(run.name)
+            _settle(run, lambda run=run: _execute(run, say, callbacks), result, say)
     finally:
         torch.set_num_threads(before)
+
+
+def _settle(run, outcome: Callable[[], object], result: SweepResult, say) -> None:
+    """Wait for a run (`outcome`: the run itself, or its worker's result) and record how it
+    ended: trained, or failed (its students then wait); Ctrl-C stops the sweep."""
+    try:
+        outcome()
+    except Interrupted:
+        raise
+    except KwsError as exc:
+        _failed(run, exc, result, say)
+    else:
+        result.trained.append(run.name)
 
 
 def _in_workers(todo, workers, threads, say, callbacks, result: SweepResult) -> None:
@@ -126,15 +132,7 @@ def _in_workers(todo, workers, threads, say, callbacks, result: SweepResult) -> 
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             drain()
             for future in done:
-                run = running.pop(future)
-                try:
-                    future.result()
-                except Interrupted:
-                    raise
-                except KwsError as exc:
-                    _failed(run, exc, result, say)
-                else:
-                    result.trained.append(run.name)
+                _settle(running.pop(future), future.result, result, say)
     except BaseException:
         stop.set()  # workers still preparing data stop at their first step
         for future in running:
