@@ -32,7 +32,7 @@ def describe(run: Path) -> dict:
     logits_16 = predict_logits(build_model(half), data.features)
     p, p16 = probabilities(logits), probabilities(logits_16)
     # a naive fp16 deployment takes the softmax in fp16 too: P rounds to exactly 1.0 once the
-    # margin passes ~7.6 (1 - P below half of fp16's spacing at 1), and those clips tie
+    # margin passes ~8.3 (1 - P below half of fp16's spacing under 1), and those clips tie
     p16_naive = torch.softmax(logits_16.half(), dim=-1)[:, 1].double()
     margin = (logits[:, 1] - logits[:, 0]).numpy()  # what P(keyword) is the sigmoid of
     near = (p > 0.01) & (p < 0.99)  # where a change in the last digits can move a decision

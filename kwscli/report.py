@@ -562,6 +562,28 @@ def plot_history(history_json: Path, out: Path) -> None:
     _save(fig, out)
 
 
+def _label_points(ax, points: list[tuple[float, float, str]], top: float) -> float:
+    """Name each point without two names on top of each other: labels that would collide (models
+    of the same cost and close au_fa_fr) are moved up in turn, a thin line to their point.
+    Returns the height the axis needs to show them all."""
+    gap = top * 0.055  # one line of 7-point text on a 4.2-inch-high axis
+    placed = -float("inf")
+    for x, y, text in sorted(points, key=lambda p: p[1]):
+        at = max(y, placed + gap)
+        placed = at
+        moved = at - y > gap / 4
+        ax.annotate(
+            text,
+            (x, y),
+            xytext=(6, at),
+            textcoords=("offset points", "data"),
+            fontsize=7,
+            va="center",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if moved else None,
+        )
+    return max(top, placed + gap)
+
+
 def plot_tradeoff(reports: list, baseline, targets, out: Path) -> Path:
     """The course's two plots: au_fa_fr vs MACs and vs memory, one point per model, with the
     baseline and the target region (≤ baseline/target cost, ≤ target × baseline au_fa_fr)."""
@@ -576,15 +598,11 @@ def plot_tradeoff(reports: list, baseline, targets, out: Path) -> Path:
     ):
         x0 = getattr(baseline, attr)
         ax.scatter([x0], [baseline.au_fa_fr], marker="*", s=160, color="k", label="baseline")
-        for r in reports:
-            ax.scatter([getattr(r, attr)], [r.au_fa_fr], s=40)
-            ax.annotate(
-                _model_label(r),
-                (getattr(r, attr), r.au_fa_fr),
-                fontsize=7,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
+        top = max([limit, baseline.au_fa_fr] + [r.au_fa_fr for r in reports]) * 1.15
+        for i, r in enumerate(reports):
+            ax.scatter([getattr(r, attr)], [r.au_fa_fr], s=40, color=f"C{i % 10}")
+        points = [(getattr(r, attr), r.au_fa_fr, _model_label(r)) for r in reports]
+        top = _label_points(ax, points, top)
         xs = [x0 / ratio, x0] + [getattr(r, attr) for r in reports]
         lo = min(xs) / 2
         ax.fill_between(
@@ -596,7 +614,7 @@ def plot_tradeoff(reports: list, baseline, targets, out: Path) -> Path:
             label=f"target: ≤ 1/{ratio:g} of the cost, ≤ {targets.au_fa_fr:g}× the au_fa_fr",
         )
         ax.set_xlim(lo, max(xs) * 2)
-        ax.set_ylim(0, max([limit, baseline.au_fa_fr] + [r.au_fa_fr for r in reports]) * 1.15)
+        ax.set_ylim(0, top)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
         ax.set_xlabel(label)

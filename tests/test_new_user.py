@@ -237,3 +237,18 @@ def test_a_reader_that_stops_early_is_not_an_error():
     )
     assert out.stdout.strip() == "0", out
     assert "error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_tradeoff_labels_of_models_at_the_same_cost_never_overlap():
+    """Three students of one shape (same MACs, close au_fa_fr): each name on its own line,
+    all inside the axis."""
+    from kwscli.report import _label_points, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    top = _label_points(ax, [(2e5, 5.6e-4, "a"), (2e5, 5.7e-4, "b"), (2e5, 5.0e-4, "c")], 8e-4)
+    heights = sorted(text.xyann[1] for text in ax.texts)
+    plt.close(fig)
+    assert len(heights) == 3 and heights[0] == 5.0e-4  # the lowest stays at its point
+    assert all(b - a >= 8e-4 * 0.055 - 1e-12 for a, b in zip(heights, heights[1:], strict=False))
+    assert top >= heights[-1]
