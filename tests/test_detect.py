@@ -288,15 +288,19 @@ def test_export_torchscript_matches_detect_and_runs_without_kwscli(model_pt, tmp
 
 
 @pytest.mark.slow
-def test_export_refuses_int8_and_unknown_formats(model_pt, tmp_path):
+def test_export_of_int8_is_onnx_only_and_unknown_formats_are_refused(model_pt, tmp_path):
+    """int8 has no TorchScript form (PyTorch's dynamic int8 GRU); the refusal points at ONNX,
+    which takes it (tests/test_export_int8.py)."""
     q = tmp_path / "q.pt"
     assert runner.invoke(app, ["quantize", str(model_pt), "--out", str(q)]).exit_code == 0
-    for fmt in ("torchscript", "onnx"):
-        res = runner.invoke(
-            app, ["export", str(q), "--format", fmt, "--out", str(tmp_path / f"q.{fmt}")]
-        )
-        assert res.exit_code == 1 and "int8" in res.output
-        assert not (tmp_path / f"q.{fmt}").exists()
+    res = runner.invoke(app, ["export", str(q), "--out", str(tmp_path / "q.ts")])
+    assert res.exit_code == 1 and "int8" in res.output and "--format onnx" in res.output
+    assert not (tmp_path / "q.ts").exists()
+    res = runner.invoke(
+        app, ["export", str(q), "--format", "onnx", "--out", str(tmp_path / "q.onnx")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "q.onnx").is_file()
     res = runner.invoke(app, ["export", str(model_pt), "--format", "tflite"])
     assert res.exit_code == 2 and "'tflite' is not one of" in res.output
 
