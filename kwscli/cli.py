@@ -416,9 +416,12 @@ def _compress(kind, model, out, data, tolerance, force, json_out, conv="float") 
 
 
 StateOption = Annotated[
-    StateMode,
+    StateMode | None,
     typer.Option(
-        case_sensitive=False, help="window (GRU from zero per window) or carry (GRU state kept)."
+        case_sensitive=False,
+        show_default=False,
+        help="window (GRU from zero per window; the default) or carry (GRU state kept); an "
+        "exported .onnx model runs the mode it was exported for.",
     ),
 ]
 Threads = Annotated[
@@ -462,7 +465,7 @@ def detect(
     ] = False,
     model: DetectorModel = None,
     threshold: Threshold = None,
-    state: StateOption = StateMode.window,
+    state: StateOption = None,
     json_out: JsonOut = False,
     plot: Annotated[Path | None, typer.Option(help="PNG of P(keyword) over time.")] = None,
     save_triggers: Annotated[
@@ -531,7 +534,7 @@ def _audio_inputs(files: list[Path] | None, example: bool) -> list[Path]:
 def listen(
     model: DetectorModel = None,
     threshold: Threshold = None,
-    state: StateOption = StateMode.window,
+    state: StateOption = None,
     threads: Threads = 1,
     device: Annotated[
         str | None,
@@ -647,13 +650,21 @@ def calibrate(
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Argument(help="kws checkpoint (float or fp16).")],
+    model: Annotated[Path, typer.Argument(help="kws checkpoint (float, fp16; int8: onnx).")],
     format: Annotated[
         ExportFormat,
         typer.Option(
             case_sensitive=False, help="torchscript (stateful streaming) or onnx (window scorer)."
         ),
     ] = ExportFormat.torchscript,
+    state: Annotated[
+        StateMode,
+        typer.Option(
+            case_sensitive=False,
+            help="onnx: the mode the file runs in, window (GRU from zero per window) or carry "
+            "(GRU state kept; float and fp16 models), with that mode's calibrated threshold.",
+        ),
+    ] = StateMode.window,
     out: Annotated[
         Path | None,
         typer.Option(help="(default: MODEL.streaming.ts / MODEL.onnx beside it)"),
@@ -665,7 +676,7 @@ keyword, threshold and front end inside (kws detect runs it without torch)."""
     from kwscli.export import export_model
     from kwscli.report import console
 
-    path = export_model(model, format, out, force)
+    path = export_model(model, format, out, force, state.value)
     if format == ExportFormat.onnx:
         console.print(
             f"ONNX model → {path}\n  kws detect FILE --model {path}  (onnxruntime runs it; "

@@ -104,6 +104,39 @@ class WindowModel(nn.Module):
         return keyword_probability(logits), weights
 
 
+class CarryModel(nn.Module):
+    """The ONNX graph of `--state carry` (StreamingDetector._carry): the frames of n new conv
+    steps, the GRU state and the last window - 1 GRU outputs and attention energies in; P(keyword)
+    and the attention of each new step (n, window), and the next state, out. The runtime keeps
+    the state between calls; it starts as zeros, and energies of -inf (no weight before the
+    stream)."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        super().__init__()
+        self.model = build_model(ckpt).float()
+        if self.model.gru.bidirectional:
+            raise KwsError(
+                f"{ckpt.path}: a bidirectional GRU has no carried state; export it for "
+                "--state window"
+            )
+        self.window = StreamGeometry.of(ckpt.model, ckpt.features).window
+        self.requires_grad_(False)
+
+    def forward(self, frames, hidden, outputs, energies):
+        m, w = self.model, self.window
+        conv = m.encode(frames)[0]  # (n, C·F')
+        out, hidden = m.gru(conv[None], hidden)  # carried state
+        out = out[0]  # (n, H)
+        g = torch.cat([outputs, out])  # (w - 1 + n, H)
+        e = torch.cat([energies, m.attention.energy(out).squeeze(-1)])  # (w - 1 + n,)
+        n = out.shape[0]
+        rows = torch.arange(n)[:, None] + torch.arange(w)[None, :]  # each step's window (n, w)
+        weights = torch.softmax(e[rows], dim=-1)  # (n, w)
+        pooled = (weights[:, :, None] * g[rows]).sum(1)  # (n, H)
+        probs = keyword_probability(m.classifier(pooled))
+        return probs, weights, hidden, g[n:], e[n:]
+
+
 class MatMulLinear(nn.Module):
     """`nn.Linear` as `x @ Wᵀ + b`, Wᵀ stored: it exports as a MatMul on a constant, which
     onnxruntime's dynamic quantization makes int8 (a Linear on 2-D input exports as a Gemm,
@@ -265,7 +298,7 @@ def _quiet_root_logger():
         root.removeHandler(null)
 
 
-def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
+def onnx_metadata(ckpt: Checkpoint, state: str = "window") -> dict[str, str]:
     """What a runtime needs besides the graph: keyword, thresholds, the front end (its STFT
     window and mel filterbank, exactly the training ones) and the window geometry."""
     import base64
@@ -277,7 +310,7 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
 
     g = StreamGeometry.of(ckpt.model, ckpt.features)
     logmel = LogMel(ckpt.features)
-    threshold, source = stored_threshold(ckpt, "window")
+    threshold, source = stored_threshold(ckpt, state)
 
     def b64(t: torch.Tensor) -> str:
         return base64.b64encode(t.float().contiguous().numpy().tobytes()).decode()
@@ -291,6 +324,7 @@ def onnx_metadata(ckpt: Checkpoint) -> dict[str, str]:
         "source": ckpt.path.name if ckpt.path else "",
         "threshold": repr(float(threshold)),
         "threshold_from": source,
+        "state": state,
         "features": ckpt.features.model_dump_json(),
         "geometry": json.dumps(
             {
@@ -314,7 +348,9 @@ def onnx_precision(ckpt: Checkpoint) -> str:
     return "float32 (fp16 weights)" if ckpt.kind == "fp16" else "float32"
 
 
-def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = False) -> Path:
+def export_onnx(
+    path: str | Path, out: str | Path | None = None, force: bool = False, state: str = "window"
+) -> Path:
     """Write MODEL.onnx: the window model (`WindowModel`) with keyword, threshold and front end
     as metadata, for `kws detect MODEL.onnx` with or without torch (kwscli/runtime.py). An int8
     checkpoint is exported from its dequantized weights, then quantized by onnxruntime
@@ -329,11 +365,22 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
         raise KwsError(
             'an int8 model is quantized for ONNX by onnxruntime: pip install "kws[onnx]"'
         )
+    if state == "carry" and ckpt.kind == "int8":
+        raise KwsError(
+            f"{path} is int8: its ONNX form unrolls the GRU over one window, so it runs "
+            "--state window only; export the float or fp16 model it came from for --state carry"
+        )
     out = Path(out) if out else Path(path).with_suffix(".onnx")
     check_output(out, force, inputs=(ckpt.path,))
-    graph = (int8_window_model(ckpt) if ckpt.kind == "int8" else WindowModel(ckpt)).eval()
-    g = StreamGeometry.of(ckpt.model, ckpt.features)
-    example = torch.zeros(1, ckpt.features.n_mels, g.window_frames)
+    if state == "carry":
+        graph, example, names = _carry_graph(ckpt)
+    else:
+        graph = (int8_window_model(ckpt) if ckpt.kind == "int8" else WindowModel(ckpt)).eval()
+        g = StreamGeometry.of(ckpt.model, ckpt.features)
+        example = (torch.zeros(1, ckpt.features.n_mels, g.window_frames),)
+        names = {"input_names": ["logmel"], "output_names": ["p_keyword", "attention"],
+                 "dynamic_axes": {"logmel": {0: "windows"}, "p_keyword": {0: "windows"},
+                                  "attention": {0: "windows"}}}  # fmt: skip
     with (
         warnings.catch_warnings(),
         atomic_write(out) as tmp,
@@ -341,35 +388,55 @@ def export_onnx(path: str | Path, out: str | Path | None = None, force: bool = F
     ):
         warnings.simplefilter("ignore")
         plain = Path(work) / "float.onnx"
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(plain),
-            input_names=["logmel"],
-            output_names=["p_keyword", "attention"],
-            dynamic_axes={"logmel": {0: "windows"}, "p_keyword": {0: "windows"},
-                          "attention": {0: "windows"}},
-            opset_version=17,
-            dynamo=False,
-        )  # fmt: skip
+        torch.onnx.export(graph, example, str(plain), opset_version=17, dynamo=False, **names)
         model = quantize_int8(plain, ckpt) if ckpt.kind == "int8" else onnx.load(str(plain))
         del model.metadata_props[:]  # ours only, whatever the quantizer kept or added
-        for key, value in onnx_metadata(ckpt).items():
+        for key, value in onnx_metadata(ckpt, state).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
     return out
 
 
+def _carry_graph(ckpt: Checkpoint) -> tuple[nn.Module, tuple, dict]:
+    """CarryModel, example inputs (two conv steps) and the names and dynamic axes of its graph."""
+    graph = CarryModel(ckpt).eval()
+    g = StreamGeometry.of(ckpt.model, ckpt.features)
+    gru = graph.model.gru
+    example = (
+        torch.zeros(1, ckpt.features.n_mels, g.kernel + g.stride),  # frames of 2 conv steps
+        torch.zeros(gru.num_layers, 1, gru.hidden_size),
+        torch.zeros(g.window - 1, gru.hidden_size),
+        torch.full((g.window - 1,), -1e4),
+    )
+    names = {
+        "input_names": ["frames", "hidden", "outputs", "energies"],
+        "output_names": ["p_keyword", "attention", "next_hidden", "next_outputs", "next_energies"],
+        "dynamic_axes": {"frames": {2: "frames"}, "p_keyword": {0: "steps"},
+                         "attention": {0: "steps"}},
+    }  # fmt: skip
+    return graph, example, names
+
+
 def export_model(
-    path: str | Path, format: str = "torchscript", out: str | Path | None = None, force=False
+    path: str | Path,
+    format: str = "torchscript",
+    out: str | Path | None = None,
+    force=False,
+    state: str = "window",
 ) -> Path:
-    """`kws export`: the streaming TorchScript module, or the ONNX window model the runtime
-    runs."""
+    """`kws export`: the streaming TorchScript module (window mode), or an ONNX model the runtime
+    runs in `state` mode (window: the window scorer; carry: the GRU step with its state)."""
     try:
         fmt = ExportFormat(format)
     except ValueError:
         raise ConfigError(f"--format {format!r}: expected torchscript or onnx") from None
+    if str(state) not in ("window", "carry"):
+        raise ConfigError(f"--state {state!r}: expected window or carry")
     if fmt == ExportFormat.onnx:
-        return export_onnx(path, out, force)
+        return export_onnx(path, out, force, str(state))
+    if str(state) != "window":
+        raise ConfigError(
+            "--state carry: the TorchScript module runs window mode; use --format onnx for carry"
+        )
     return export_torchscript(path, out, force)

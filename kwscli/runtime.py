@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kwscli.config import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, FeatureConfig, StreamGeometry
+from kwscli.config import (
+    LOG_CEIL,
+    LOG_FLOOR,
+    LOG_FLOOR_LOG,
+    FeatureConfig,
+    StreamGeometry,
+    conv_span,
+    conv_steps,
+)
 from kwscli.detections import (
     REFRACTORY_S,
     DetectRun,
@@ -50,8 +58,9 @@ def bundled_onnx() -> Path:
 
 
 class OnnxDetector:
-    """The streaming detector of kwscli/models/streaming.py (window mode), on onnxruntime: audio
-    chunks of any size in, P(keyword) per conv step out; `reset()` starts a new stream."""
+    """The streaming detector of kwscli/models/streaming.py, on onnxruntime, in the state mode the
+    file was exported for (`state`): audio chunks of any size in, P(keyword) per conv step out;
+    `reset()` starts a new stream."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         try:
@@ -88,6 +97,9 @@ class OnnxDetector:
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: damaged kws ONNX metadata ({_short(exc)})") from None
         self.path = path
+        self.state = meta.get("state", "window")  # files exported before carry: window
+        if self.state not in ("window", "carry"):
+            raise CheckpointError(f"{path}: damaged kws ONNX metadata (state {self.state!r})")
         self.reset()
 
     @property
@@ -103,6 +115,14 @@ class OnnxDetector:
         prefix = (self.features.n_mels, self.geometry.prefix_frames)
         self.frames = np.full(prefix, LOG_FLOOR_LOG, np.float32)
         self.windows_done = 0  # windows scored so far (window m starts at frame m * stride)
+        self.steps_done = 0  # carry: conv steps computed (the silence prefix's included)
+        if self.state == "carry":  # the GRU state, and the last window - 1 outputs and energies
+            self.carried = {
+                i.name: np.zeros(i.shape, np.float32)
+                for i in self.session.get_inputs()
+                if i.name != "frames"
+            }
+            self.carried["energies"][:] = -np.inf  # no attention before the stream starts
 
     def flush(self) -> StreamOutput:
         """End of stream: half a window of silence, as the torch detector."""
@@ -120,13 +140,34 @@ class OnnxDetector:
         )
 
     def _process(self, audio: np.ndarray) -> StreamOutput:
-        f, g = self.features, self.geometry
+        f = self.features
         buf = np.concatenate([self.pending, audio])
         n = 0 if len(buf) < f.n_fft else (len(buf) - f.n_fft) // f.hop_length + 1
         if n:
             new = numpy_log_mel(buf, n, f.hop_length, self.stft_window, self.fb)
             self.frames = np.concatenate([self.frames, new], axis=1)
         self.pending = buf[n * f.hop_length :]
+        return self._carry() if self.state == "carry" else self._windows()
+
+    def _carry(self) -> StreamOutput:
+        """Each new conv step once, the GRU state carried (StreamingDetector._carry)."""
+        g = self.geometry
+        n = conv_steps(self.frames.shape[1], g.kernel, g.stride)
+        if n == 0:
+            return StreamOutput.empty()
+        used = self.frames[None, :, : conv_span(n, g.kernel, g.stride)]
+        self.frames = self.frames[:, n * g.stride :]
+        probs, attention, *state = self.session.run(None, {"frames": used, **self.carried})
+        self.carried = dict(zip(("hidden", "outputs", "energies"), state, strict=True))
+        steps = self.steps_done + np.arange(n)
+        self.steps_done += n
+        keep = steps >= g.window - 1  # the first window - 1 steps end inside the silence prefix
+        focus = attention_focus(attention.astype(np.float64), g.centre_time(steps), g.step_seconds)
+        return StreamOutput(g.end_time(steps)[keep], probs.astype(np.float64)[keep], focus[keep])
+
+    def _windows(self) -> StreamOutput:
+        """One window every conv stride, GRU from zero in each (StreamingDetector, window)."""
+        f, g = self.features, self.geometry
         # windows m with m * stride + window_frames ≤ frames kept (the kept start at frame
         # windows_done * stride)
         k = (self.frames.shape[1] - g.window_frames) // g.stride + 1
@@ -169,17 +210,17 @@ class OnnxSpotter:
     def __init__(
         self,
         path: str | Path,
-        state: str = "window",
+        state: str | None = None,
         threshold: float | None = None,
         threads: int = 1,
     ) -> None:
-        if str(state) != "window":
-            raise ConfigError(
-                f"--state {state}: an exported ONNX model runs in window mode only (carrying "
-                "the GRU state needs the checkpoint: kws detect --model MODEL.pt)"
-            )
         self.detector = OnnxDetector(path, threads)
         meta = self.detector.meta
+        if state is not None and str(state) != self.detector.state:
+            raise ConfigError(
+                f"--state {state}: {path} was exported for --state {self.detector.state}; "
+                f"export it again with kws export MODEL --format onnx --state {state}"
+            )
         self.keyword = meta["keyword"]
         if threshold is None:
             self.threshold = float(meta["threshold"])
@@ -188,7 +229,7 @@ class OnnxSpotter:
                 raise CheckpointError(f"{path}: its stored threshold is not a probability")
         else:
             self.threshold, self.threshold_from = check_threshold(threshold), "given"
-        self.state = "window"
+        self.state = self.detector.state
         self.sample_rate = self.detector.sample_rate
 
     def settings(self) -> dict:
@@ -221,7 +262,7 @@ def _short(exc: Exception) -> str:
 def load_spotter(
     model: Path | None = None,
     threshold: float | None = None,
-    state: str = "window",
+    state: str | None = None,
     threads: int = 1,
 ):
     """The spotter `kws detect` and `kws listen` run, engine chosen here: an exported `.onnx`
@@ -240,14 +281,14 @@ def load_spotter(
 
     # a 2k-parameter model gains nothing from more threads, and they thrash on a shared machine
     torch.set_num_threads(threads)
-    return Spotter(model or "student", state, threshold)
+    return Spotter(model or "student", state or "window", threshold)
 
 
 def detect_inputs(
     files: list,
     model: Path | None = None,
     threshold: float | None = None,
-    state: str = "window",
+    state: str | None = None,
     keep_trace: bool = False,
     save_triggers_to: Path | None = None,
     threads: int = 1,

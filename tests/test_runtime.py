@@ -23,7 +23,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
 runner = CliRunner()
 
 
-def streams(name: str, onnx_path: Path):
+def streams(name: str, onnx_path: Path, state: str = "window"):
     """(times, probs, focus) of the torch detector and of the runtime on the example, the runtime
     fed in 77 uneven chunks."""
     import kwscli
@@ -32,7 +32,7 @@ def streams(name: str, onnx_path: Path):
     audio, _ = sf.read(EXAMPLE, dtype="float32")
     runtime = OnnxDetector(onnx_path)
     outs = [runtime.process(c) for c in np.array_split(audio, 77)] + [runtime.flush()]
-    torch_det = kwscli.load(name).detector
+    torch_det = kwscli.load(name, state=state).detector
     torch_det.reset()
     ref = [torch_det.process(audio), torch_det.flush()]
     return tuple(
@@ -48,10 +48,12 @@ def streams(name: str, onnx_path: Path):
 def exported(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("onnx")
     for name in ("teacher", "student"):
-        res = runner.invoke(
-            app, ["export", name, "--format", "onnx", "--out", str(folder / f"{name}.onnx")]
-        )
-        assert res.exit_code == 0, res.output
+        for state in ("window", "carry"):
+            out = folder / (f"{name}.onnx" if state == "window" else f"{name}.carry.onnx")
+            res = runner.invoke(
+                app, ["export", name, "--format", "onnx", "--state", state, "--out", str(out)]
+            )
+            assert res.exit_code == 0, res.output
     return folder
 
 
@@ -128,11 +130,42 @@ def test_bad_onnx_models_are_one_line(tmp_path, make, needle):
     assert res.exit_code == 1 and needle in res.output and "Traceback" not in res.output
 
 
-def test_carry_state_needs_the_checkpoint(exported):
+def test_carry_mode_gives_the_torch_detectors_numbers(exported):
+    """`kws export --format onnx --state carry`: the GRU state carried across calls in the
+    runtime, step for step what `kws detect --state carry` computes (float teacher: 1e-4)."""
+    (t, t_ref), (p, p_ref), (f, f_ref) = streams(
+        "teacher", exported / "teacher.carry.onnx", "carry"
+    )
+    assert len(t) == len(t_ref) > 400
+    np.testing.assert_array_equal(t, t_ref)
+    np.testing.assert_allclose(p, p_ref, atol=1e-4)
+    np.testing.assert_allclose(f, f_ref, atol=1e-3)
+
+
+def test_carry_mode_fp16_student_finds_what_torch_finds(exported):
+    """The bundled student in carry mode: its carry threshold travels in the file, and the
+    detections on the example are torch's (all four keywords)."""
+    cli = [
+        json.loads(runner.invoke(app, ["detect", str(EXAMPLE), "--json", *m]).output)[0]
+        for m in (["--state", "carry"], ["--model", str(exported / "student.carry.onnx")])
+    ]
+    torch_run, onnx_run = cli
+    assert onnx_run["settings"]["state"] == "carry"
+    assert onnx_run["settings"]["threshold"] == torch_run["settings"]["threshold"]
+    assert len(onnx_run["detections"]) == len(torch_run["detections"]) == 4
+    for a, b in zip(onnx_run["detections"], torch_run["detections"], strict=True):
+        assert (a["start"], a["end"]) == (b["start"], b["end"])
+        assert abs(a["time"] - b["time"]) < 0.02 and abs(a["peak"] - b["peak"]) < 5e-3
+
+
+def test_a_file_runs_the_mode_it_was_exported_for(exported):
     res = runner.invoke(
         app, ["detect", str(EXAMPLE), "--model", str(exported / "teacher.onnx"), "--state", "carry"]
     )
-    assert res.exit_code == 2 and "window mode only" in res.output
+    assert res.exit_code == 2 and "was exported for --state window" in res.output
+    assert "--state carry" in res.output  # how to get the other mode
+    res = runner.invoke(app, ["export", "teacher", "--state", "carry"])  # TorchScript: window
+    assert res.exit_code == 2 and "--format onnx" in res.output
 
 
 def _write(path: Path, data: bytes) -> Path:
