@@ -35,3 +35,5 @@ kws calibrate "$RUNS/student/model.fp16.pt" --negatives "$NEG" --fa-per-hour "$F
 python benchmarks/ship.py kwscli/assets/teacher.pt kwscli/assets/student.pt
 # the default detector where torch is not installed (kwscli/runtime.py): the student, exported
 kws export kwscli/assets/student.pt --format onnx --out kwscli/assets/student.onnx --force
+kws export kwscli/assets/student.pt --format onnx --state carry \
+  --out kwscli/assets/student.carry.onnx --force

@@ -45,12 +45,13 @@ def is_runtime_model(path) -> bool:
     return Path(str(path)).suffix.lower() == ".onnx"
 
 
-def bundled_onnx() -> Path:
-    """The bundled student, exported: the default model where torch is not installed."""
+def bundled_onnx(state: str | None = None) -> Path:
+    """The bundled student, exported (student.onnx; for --state carry, student.carry.onnx): the
+    default model where torch is not installed."""
     from kwscli.checkpoint import bundled_model
 
     try:
-        return bundled_model("student", ".onnx")
+        return bundled_model("student", ".carry.onnx" if str(state) == "carry" else ".onnx")
     except CheckpointError as exc:
         raise KwsError(
             f"torch is not installed, and {exc} (kws export MODEL --format onnx makes one)"
@@ -270,7 +271,7 @@ def load_spotter(
     installed (the bundled student's ONNX copy); any other model is a checkpoint, run by torch
     (kwscli/detect.py's `Spotter`)."""
     if model is None and not _torch_installed():
-        model = bundled_onnx()
+        model = bundled_onnx(state)
     if threads < 1:
         raise ConfigError(f"--threads {threads}: must be ≥ 1")
     if model is not None and is_runtime_model(model):

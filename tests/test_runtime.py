@@ -80,18 +80,21 @@ def test_the_fp16_student_gives_the_same_detections(exported):
         assert abs(a["time"] - b["time"]) < 0.02 and abs(a["peak"] - b["peak"]) < 2e-3
 
 
-def test_the_bundled_onnx_is_the_bundled_student_exported(exported):
+@pytest.mark.parametrize("name", ["student.onnx", "student.carry.onnx"])
+def test_the_bundled_onnx_is_the_bundled_student_exported(exported, name):
     from kwscli.runtime import OnnxDetector
 
-    shipped, fresh = OnnxDetector(BUNDLED / "student.onnx"), OnnxDetector(exported / "student.onnx")
+    shipped, fresh = OnnxDetector(BUNDLED / name), OnnxDetector(exported / name)
     assert shipped.meta["threshold"] == fresh.meta["threshold"]
+    assert shipped.state == fresh.state == ("carry" if "carry" in name else "window")
     audio = np.random.default_rng(0).standard_normal(32_000).astype(np.float32) * 0.1
     np.testing.assert_allclose(shipped.process(audio).probs, fresh.process(audio).probs, atol=1e-6)
 
 
-def test_detect_runs_with_torch_absent():
+@pytest.mark.parametrize(("state", "keywords"), [("window", 3), ("carry", 4)])
+def test_detect_runs_with_torch_absent(state, keywords):
     """torch and torchaudio made unimportable: `kws detect` falls back to the bundled ONNX
-    student, finds the example's keywords, and never imports torch."""
+    student of that state mode, finds the example's keywords, and never imports torch."""
     code = """
 import sys, json, io, contextlib
 class NoTorch:
@@ -101,18 +104,21 @@ class NoTorch:
 sys.meta_path.insert(0, NoTorch())
 from kwscli.cli import app
 from typer.testing import CliRunner
-res = CliRunner().invoke(app, ["detect", sys.argv[1], "--json"])
+res = CliRunner().invoke(app, ["detect", sys.argv[1], "--json", "--state", sys.argv[2]])
 assert res.exit_code == 0, res.output
 out = json.loads(res.output)[0]
 assert "torch" not in sys.modules
 print(len(out["detections"]), out["settings"]["kind"])
 """
     res = subprocess.run(
-        [sys.executable, "-c", code, str(EXAMPLE)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(EXAMPLE), state],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     found, kind = res.stdout.split(maxsplit=1)
-    assert int(found) >= 3 and "onnx" in kind
+    assert int(found) == keywords and "onnx" in kind
 
 
 @pytest.mark.parametrize(
