@@ -15,6 +15,7 @@ EXTRAS = {
     "espeakng_loader": ("synth", "speech synthesis (espeak-ng)"),
     "onnx": ("onnx", "ONNX export"),
     "onnxruntime": ("runtime", "running an .onnx model"),
+    "sounddevice": ("listen", "listening to a microphone"),
 }
 
 

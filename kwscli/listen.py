@@ -38,9 +38,9 @@ from kwscli.detections import (
     resample_blocks,
 )
 from kwscli.errors import AudioError, ConfigError, KwsError
+from kwscli.extras import missing
 
 BLOCK_SECONDS = 0.1  # audio a source hands over at a time: the latency it adds
-LISTEN_EXTRA = 'pip install "kws[listen]"'
 TRY_SIMULATE = "kws listen --simulate FILE.wav plays a wav as if it were the microphone"
 
 
@@ -176,9 +176,7 @@ def import_sounddevice():
     try:
         import sounddevice
     except ImportError:
-        raise KwsError(
-            f"listening to a microphone needs sounddevice: {LISTEN_EXTRA} (or: {TRY_SIMULATE})"
-        ) from None
+        raise KwsError(f"{missing('sounddevice')} (or: {TRY_SIMULATE})") from None
     except OSError as exc:  # the module is there, the system library it loads is not
         raise KwsError(
             f"sounddevice cannot load the PortAudio library ({exc}): install it (Debian/Ubuntu: "

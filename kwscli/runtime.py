@@ -64,12 +64,9 @@ class OnnxDetector:
     `reset()` starts a new stream."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise KwsError(
-                'running an .onnx model needs onnxruntime: pip install "kws[runtime]"'
-            ) from None
+        from kwscli.extras import require
+
+        ort = require("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: model not found")

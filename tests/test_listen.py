@@ -216,9 +216,8 @@ def test_a_missing_sounddevice_is_one_line(monkeypatch):
     for args in ([], ["--list-devices"]):
         res = kws("listen", *args)
         assert res.exit_code == 1, res.output
-        assert 'error: listening to a microphone needs sounddevice: pip install "kws[listen]"' in (
-            res.output
-        )
+        assert "error: listening to a microphone needs sounddevice" in res.output
+        assert 'pip install "kws[listen]"' in res.output
         assert "--simulate" in res.output and "Traceback" not in res.output
         assert len(res.output.strip().splitlines()) == 1
 
