@@ -130,3 +130,15 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if NEEDS_TRAINING & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+# A Python preamble for `python -c` tests of the torch-free path: torch, torchaudio and thop
+# made unimportable, as in an environment that never installed them.
+WITHOUT_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchaudio", "thop"):
+            raise ImportError(f"no module named {name!r} (blocked)")
+sys.meta_path.insert(0, NoTorch())
+"""

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from kwscli.cli import app
 from kwscli.detections import DetectionTracker, StreamOutput, find_detections
+from tests.conftest import WITHOUT_TORCH
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "sheila_example.wav"
@@ -342,13 +343,10 @@ def test_ctrl_c_stops_cleanly_with_a_summary(fake_sd, python_sigint):
 def test_listen_runs_with_torch_absent():
     """torch made unimportable: `kws listen --model student.onnx --simulate` runs on onnxruntime
     and gives `kws detect`'s detections with the same model."""
-    code = """
+    code = (
+        WITHOUT_TORCH
+        + """
 import sys, json
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio", "thop"):
-            raise ImportError(f"no module named {name!r} (blocked)")
-sys.meta_path.insert(0, NoTorch())
 from kwscli.cli import app
 from typer.testing import CliRunner
 model = ["--model", "kwscli/assets/student.onnx"]
@@ -360,6 +358,7 @@ assert det.exit_code == res.exit_code == 0, (det.output, res.output)
 assert "torch" not in sys.modules and "onnx" in res.stderr
 print(json.dumps([json.loads(det.stdout)[0], res.stdout]))
 """
+    )
     res = subprocess.run(
         [sys.executable, "-c", code, str(EXAMPLE)],
         capture_output=True,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kwscli.checkpoint import BUNDLED
 from kwscli.cli import app
+from tests.conftest import WITHOUT_TORCH
 
 pytestmark = pytest.mark.slow  # exports two models (~5 s) and runs subprocesses
 pytest.importorskip("onnxruntime")
@@ -95,13 +96,10 @@ def test_the_bundled_onnx_is_the_bundled_student_exported(exported, name):
 def test_detect_runs_with_torch_absent(state, keywords):
     """torch and torchaudio made unimportable: `kws detect` falls back to the bundled ONNX
     student of that state mode, finds the example's keywords, and never imports torch."""
-    code = """
+    code = (
+        WITHOUT_TORCH
+        + """
 import sys, json, io, contextlib
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio", "thop"):
-            raise ImportError(f"no module named {name!r} (blocked)")
-sys.meta_path.insert(0, NoTorch())
 from kwscli.cli import app
 from typer.testing import CliRunner
 res = CliRunner().invoke(app, ["detect", sys.argv[1], "--json", "--state", sys.argv[2]])
@@ -110,6 +108,7 @@ out = json.loads(res.output)[0]
 assert "torch" not in sys.modules
 print(len(out["detections"]), out["settings"]["kind"])
 """
+    )
     res = subprocess.run(
         [sys.executable, "-c", code, str(EXAMPLE), state],
         capture_output=True,
