@@ -575,3 +575,24 @@ def test_a_file_damaged_part_way_is_scored_up_to_there_with_a_warning(model_pt, 
     (out,) = json.loads(res.output)
     assert out["error"] is None and 30 <= out["duration_s"] < 120
     assert any(n.startswith("warning: only the first") for n in out["notes"])
+
+
+def test_an_fp16_model_streams_in_float32_from_its_exact_weights(model_pt, tmp_path):
+    """`kws fp16` stores the weights in half precision; the CPU stream computes with them upcast
+    (exactly) to float32: the probabilities of a float32 CRNN loaded with those very weights, not
+    of float16 arithmetic (which differs by up to ~1e-3 and runs 4x slower on a CPU)."""
+    from kwscli.checkpoint import load_checkpoint
+    from kwscli.detect import make_detector
+    from kwscli.detections import detect_file
+    from kwscli.models.streaming import StreamingDetector
+
+    half = tmp_path / "h.pt"
+    assert runner.invoke(app, ["fp16", str(model_pt), "--out", str(half)]).exit_code == 0
+    ckpt = load_checkpoint(half)
+    reference = CRNN(ckpt.model, ckpt.features.n_mels)  # float32, built by hand
+    reference.load_state_dict({k: v.float() for k, v in ckpt.state_dict.items()})
+    wav = _wav(tmp_path / "a.wav", 6.0, seed=3)
+    got = detect_file(wav, make_detector(ckpt), 0.5, keep_trace=True)
+    ref = detect_file(wav, StreamingDetector(reference, ckpt.features), 0.5, keep_trace=True)
+    assert len(got.probs) > 60
+    np.testing.assert_allclose(got.probs, ref.probs, atol=1e-6)
