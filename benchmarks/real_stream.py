@@ -20,7 +20,7 @@ MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech_
 
 
 def main() -> None:
-    from kwscli.checkpoint import bundled_model
+    from kwscli.bundled import bundled_model
     from kwscli.data.recording import score_stream, stream_from_clips
     from kwscli.detect import detect_files
 

@@ -43,7 +43,7 @@ def load(model: str = "student", state: str = "window", threshold: float | None 
 def example() -> Path:
     """The example recording that ships with kws (45 s at 16 kHz, "sheila" four times; its
     answer key beside it, `example().with_suffix(".json")`)."""
-    from kwscli.checkpoint import bundled_example
+    from kwscli.bundled import bundled_example
 
     return bundled_example()
 

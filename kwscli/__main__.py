@@ -1,3 +1,3 @@
-from kwscli.cli import main
+from kwscli.entry import main
 
 main()

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from kwscli.config import SAMPLE_RATE, FeatureConfig
 from kwscli.errors import AudioError
 from kwscli.files import atomic_write
+from kwscli.shapes import CLIP_SAMPLES, SAMPLE_RATE
 
-CLIP_SAMPLES = FeatureConfig().clip_samples
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 

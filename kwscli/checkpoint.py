@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kwscli.bundled import BUNDLED_NAMES, bundled_model
 from kwscli.config import (
     ConvPrecision,
     DataConfig,
@@ -29,9 +30,6 @@ from kwscli.errors import CheckpointError
 from kwscli.files import atomic_torch_save
 from kwscli.version import __version__
 
-BUNDLED = Path(__file__).parent / "assets"
-BUNDLED_NAMES = ("student", "teacher")
-EXAMPLE_NAME = "sheila_example.wav"
 FORMAT = "kws-checkpoint"
 FORMAT_VERSION = 1
 KINDS = ("teacher", "student", "int8", "fp16")
@@ -151,26 +149,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     path = Path(path)
     atomic_torch_save(ckpt.to_dict(), path)
     return path
-
-
-def bundled_model(name: str = "student", suffix: str = ".pt") -> Path:
-    """A model that ships with kws (`student`, the default detector, or `teacher`; `.onnx`:
-    the student exported for the torch-free runtime): $KWS_MODELS_DIR/NAME.SUFFIX, else the one
-    in the package."""
-    import os
-
-    path = Path(os.environ.get("KWS_MODELS_DIR") or BUNDLED) / f"{name}{suffix}"
-    if not path.is_file():
-        raise CheckpointError(
-            f"no bundled {name} model at {path}; pass --model FILE{suffix} (a model file)"
-        )
-    return path
-
-
-def bundled_example() -> Path:
-    """The example recording that ships with kws (45 s, "sheila" four times; its answer key
-    beside it as sheila_example.json): `kws detect --example` after any install."""
-    return BUNDLED / EXAMPLE_NAME
 
 
 def resolve_model(path: str | Path) -> Path:

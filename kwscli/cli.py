@@ -107,17 +107,14 @@ def _warn(message: str) -> None:
 
 def _fail(message: str, code: int = 1, every_rank: bool = False):
     from kwscli.distributed import world
-    from kwscli.report import err_console
+    from kwscli.report import error
 
     rank = world().rank
     if rank:  # under torchrun rank 0 reports what every rank meets; others only their own
         if not every_rank:
             raise typer.Exit(code)
         message = f"rank {rank}: {message}"
-    lines = message.splitlines() or [message]
-    err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
-    for line in lines[1:]:
-        err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    error(message)
     raise typer.Exit(code)
 
 
@@ -475,14 +472,7 @@ def detect(
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
-    from kwscli.report import (
-        detect_header,
-        detections_table,
-        err_console,
-        info,
-        plot_trace,
-        print_json,
-    )
+    from kwscli.report import detect_output, info, plot_trace
     from kwscli.runtime import detect_inputs
 
     files = _audio_inputs(files, example)
@@ -501,24 +491,16 @@ def detect(
         save_triggers_to=save_triggers,
         threads=threads,
     )
-    if json_out:
-        print_json([r.to_dict(run.settings) for r in run.results])
-    else:
-        detect_header(run.settings)
-        for r in run.results:
-            if r.error:
-                err_console.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False)
-            else:
-                detections_table(r, run.settings)
+    failed = detect_output(run, json_out)
     if plot:
         for path in plot_trace(run.results, run.settings, plot):
             info(f"plot → {path}")
-    if any(r.error for r in run.results):
+    if failed:
         raise typer.Exit(1)
 
 
 def _audio_inputs(files: list[Path] | None, example: bool) -> list[Path]:
-    from kwscli.checkpoint import bundled_example
+    from kwscli.bundled import bundled_example
 
     files = [*(files or []), *([bundled_example()] if example else [])]
     if not files:
@@ -570,7 +552,6 @@ def listen(
 ) -> None:
     """Spot the keyword live from the microphone, printing each detection as it happens \
 (needs pip install "kws\\[listen]")."""
-    from kwscli.config import SAMPLE_RATE
     from kwscli.listen import check_duration, input_devices, listen, open_source
     from kwscli.report import (
         console,
@@ -581,6 +562,7 @@ def listen(
         listen_summary,
     )
     from kwscli.runtime import load_spotter
+    from kwscli.shapes import SAMPLE_RATE
 
     if list_devices:
         console.print(devices_table(input_devices()))

@@ -9,8 +9,6 @@ starts; a bad value becomes `field: message` lines (ConfigError, exit 2).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,10 +23,7 @@ from pydantic import (
 )
 
 from kwscli.errors import ConfigError
-
-SAMPLE_RATE = 16_000  # Hz: Speech Commands' rate, the default of every model
-LOG_FLOOR, LOG_CEIL = 1e-9, 1e9  # the log-mel is log(clamp(mel power, 1e-9, 1e9)), as the course
-LOG_FLOOR_LOG = math.log(LOG_FLOOR)  # the log-mel value of digital silence
+from kwscli.shapes import CLIP_SECONDS, SAMPLE_RATE
 
 
 class _Strict(BaseModel):
@@ -93,7 +88,9 @@ class FeatureConfig(_Strict):
         160, gt=0, le=65_536, description="Hop in samples: 160 = 10 ms at 16 kHz."
     )
     n_mels: int = Field(40, gt=0, le=256, description="Mel bands: the model's input height.")
-    clip_seconds: float = Field(1.0, gt=0, le=10, description="Training clip length in seconds.")
+    clip_seconds: float = Field(
+        CLIP_SECONDS, gt=0, le=10, description="Training clip length in seconds."
+    )
 
     @model_validator(mode="after")
     def _window_fits(self) -> FeatureConfig:
@@ -297,102 +294,6 @@ class RunConfig(_Strict):
     def _kernel_fits_input(self) -> RunConfig:
         check_model_fits(self.model, self.features)
         return self
-
-
-# ---------------------------------------------------------------- shapes (the one copy)
-
-
-def conv_steps(length: int, kernel: int, stride: int) -> int:
-    """Outputs of an unpadded conv along one axis of `length` inputs (none when it is shorter
-    than the kernel): (length - kernel) // stride + 1."""
-    return 0 if length < kernel else (length - kernel) // stride + 1
-
-
-def conv_span(steps: int, kernel: int, stride: int) -> int:
-    """Inputs that `steps` consecutive conv outputs read: (steps - 1) * stride + kernel."""
-    return (steps - 1) * stride + kernel
-
-
-def conv_centre(step, kernel: int, stride: int):
-    """The input position (fractional) at the centre of conv output `step`'s receptive field:
-    step * stride + (kernel - 1) / 2. Works on ints, numpy arrays and tensors."""
-    return step * stride + (kernel - 1) / 2
-
-
-def conv_output_shape(model: ModelConfig, features: FeatureConfig, frames: int) -> tuple[int, int]:
-    """(freq, time) after the unpadded conv for `frames` log-mel frames."""
-    return (
-        conv_steps(features.n_mels, model.kernel_size[0], model.stride[0]),
-        conv_steps(frames, model.kernel_size[1], model.stride[1]),
-    )
-
-
-def conv_width(model: ModelConfig, n_mels: int) -> int:
-    """Features per conv time step, the GRU's input size: channels × conv output rows."""
-    return model.cnn_out_channels * conv_steps(n_mels, model.kernel_size[0], model.stride[0])
-
-
-@dataclass(frozen=True)
-class StreamGeometry:
-    """Where a streaming model's windows fall: in conv steps, log-mel frames, samples, seconds.
-    The torch detector, the TorchScript module, the ONNX export and the torch-free runtime all
-    read it from here. The times work on ints and numpy arrays alike."""
-
-    kernel: int  # conv kernel along time, in frames
-    stride: int  # conv stride along time: one output (step) every `stride` frames
-    window: int  # conv steps one output pools over
-    features: FeatureConfig
-
-    @classmethod
-    def of(
-        cls, model: ModelConfig, features: FeatureConfig, window_frames: int | None = None
-    ) -> StreamGeometry:
-        kernel, stride = model.kernel_size[1], model.stride[1]
-        frames = window_frames or features.clip_frames  # max_window_length
-        window = conv_steps(frames, kernel, stride)
-        if window < 1:
-            raise ValueError(f"window of {frames} frames is shorter than the conv kernel")
-        return cls(kernel, stride, window, features)
-
-    @property
-    def window_frames(self) -> int:
-        """Log-mel frames one output reads."""
-        return conv_span(self.window, self.kernel, self.stride)
-
-    @property
-    def prefix_frames(self) -> int:
-        """Frames of silence a stream starts with: the first real step then ends a full window."""
-        return self.window_frames - self.stride
-
-    @property
-    def window_samples(self) -> int:
-        f = self.features
-        return conv_span(self.window_frames, f.n_fft, f.hop_length)
-
-    @property
-    def step_samples(self) -> int:
-        return self.stride * self.features.hop_length
-
-    @property
-    def window_seconds(self) -> float:
-        """Seconds of audio one output looks at."""
-        return self.window_frames * self.features.hop_length / self.features.sample_rate
-
-    @property
-    def step_seconds(self) -> float:
-        """Seconds between two conv steps (two outputs)."""
-        return self.stride * self.features.hop_length / self.features.sample_rate
-
-    def end_time(self, steps):
-        """Stream time (s) at the end of conv step `steps`' receptive field."""
-        f = self.features
-        last_frame = steps * self.stride + self.kernel - 1 - self.prefix_frames
-        return (last_frame * f.hop_length + f.n_fft) / f.sample_rate
-
-    def centre_time(self, steps):
-        f = self.features
-        centre_frame = conv_centre(steps, self.kernel, self.stride) - self.prefix_frames
-        return (centre_frame * f.hop_length + f.n_fft / 2) / f.sample_rate
 
 
 def check_model_fits(model: ModelConfig, features: FeatureConfig) -> None:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwscli.config import LOSSES, conv_centre
+from kwscli.config import LOSSES
+from kwscli.shapes import conv_centre
 
 
 class MSELogits(nn.Module):

@@ -25,13 +25,14 @@ import torch
 from torch import nn
 
 from kwscli.checkpoint import Checkpoint, load_checkpoint
-from kwscli.config import ExportFormat, StreamGeometry
+from kwscli.config import ExportFormat
 from kwscli.errors import ConfigError, KwsError
 from kwscli.extras import installed, require
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LogMel
 from kwscli.models.streaming import ConvFrames, take_windows
+from kwscli.shapes import StreamGeometry
 
 
 class StreamingKWS(nn.Module):

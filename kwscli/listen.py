@@ -27,7 +27,6 @@ from typing import Protocol
 
 import numpy as np
 
-from kwscli.config import SAMPLE_RATE
 from kwscli.detections import (
     REFRACTORY_S,
     Detection,
@@ -39,6 +38,7 @@ from kwscli.detections import (
 )
 from kwscli.errors import AudioError, ConfigError, KwsError
 from kwscli.extras import missing
+from kwscli.shapes import SAMPLE_RATE
 
 BLOCK_SECONDS = 0.1  # audio a source hands over at a time: the latency it adds
 TRY_SIMULATE = "kws listen --simulate FILE.wav plays a wav as if it were the microphone"

@@ -371,6 +371,29 @@ def detections_table(result, settings: dict) -> None:
     console.print(table)
 
 
+def error(message: str) -> None:
+    """A failure as the user sees it: one red line (and any detail lines under it) on stderr."""
+    lines = message.splitlines() or [message]
+    err_console.print(f"[bold red]error:[/] {escape(lines[0])}", highlight=False, soft_wrap=True)
+    for line in lines[1:]:
+        err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def detect_output(run, json_out: bool) -> bool:
+    """What `kws detect` prints for a run: JSON, or the header and each file's table (a file that
+    could not be read: its error line). True when a file failed (exit 1)."""
+    if json_out:
+        print_json([r.to_dict(run.settings) for r in run.results])
+    else:
+        detect_header(run.settings)
+        for r in run.results:
+            if r.error:
+                error(r.error)
+            else:
+                detections_table(r, run.settings)
+    return any(r.error for r in run.results)
+
+
 def listen_header(settings: dict, source: str, duration: float | None, out: Console) -> None:
     """`kws listen`: the model, threshold and state mode, then what is listened to, how long."""
     detect_header(settings, out)

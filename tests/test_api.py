@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import kwscli
 from kwscli.audio import resample
-from kwscli.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
+from kwscli.bundled import BUNDLED
+from kwscli.checkpoint import load_checkpoint, save_checkpoint
 from kwscli.cli import app
 from kwscli.errors import CheckpointError, ConfigError
 

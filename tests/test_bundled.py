@@ -12,7 +12,8 @@ import soundfile as sf
 import yaml
 from typer.testing import CliRunner
 
-from kwscli.checkpoint import BUNDLED, load_checkpoint, resolve_model
+from kwscli.bundled import BUNDLED
+from kwscli.checkpoint import load_checkpoint, resolve_model
 from kwscli.cli import app
 
 runner = CliRunner()

@@ -214,7 +214,7 @@ def test_shipped_checkpoints_name_no_path_of_the_machine_they_were_made_on():
     """Every string in a bundled model's metadata is relative: none starts at a file-system root."""
     from pathlib import Path
 
-    from kwscli.checkpoint import BUNDLED
+    from kwscli.bundled import BUNDLED
 
     def strings(x):
         if isinstance(x, dict):

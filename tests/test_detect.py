@@ -320,7 +320,7 @@ def test_bundled_models_find_the_example_keywords_and_nothing_else(model):
     """`kws detect examples/sheila_example.wav` as a user runs it: each listed keyword found
     within 0.5 s, no other detection (but the one noted above), at the threshold stored in the
     bundled model."""
-    from kwscli.checkpoint import bundled_model
+    from kwscli.bundled import bundled_model
 
     key = json.loads((EXAMPLES / "sheila_example.json").read_text())
     said = [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
@@ -346,7 +346,8 @@ def test_int8_teacher_with_int8_or_fp16_conv_finds_the_example_keywords(tmp_path
     """The streaming detector runs the mixed-precision models too: the bundled teacher, int8 with
     its conv in int8 or fp16, still finds each keyword of the example and nothing else (but the
     float teacher's one other detection)."""
-    from kwscli.checkpoint import bundled_model, load_checkpoint, save_checkpoint
+    from kwscli.bundled import bundled_model
+    from kwscli.checkpoint import load_checkpoint, save_checkpoint
     from kwscli.compress import to_int8
 
     save_checkpoint(to_int8(load_checkpoint(bundled_model("teacher")), conv), tmp_path / "q.pt")
@@ -369,7 +370,8 @@ def test_the_bundled_student_finds_every_example_keyword_in_carry_state():
 
 
 def test_bundled_models_are_self_describing_and_calibrated():
-    from kwscli.checkpoint import bundled_model, load_checkpoint
+    from kwscli.bundled import bundled_model
+    from kwscli.checkpoint import load_checkpoint
 
     for name, kinds in (("student", ("fp16", "int8", "student")), ("teacher", ("teacher",))):
         ckpt = load_checkpoint(bundled_model(name))
@@ -488,7 +490,8 @@ def test_a_keyword_at_the_very_end_is_still_found():
     fire; without it the last window holds the word at its very edge (checked: P 0.02 < 0.97)."""
     import soundfile as sf2
 
-    from kwscli.checkpoint import bundled_model, load_checkpoint
+    from kwscli.bundled import bundled_model
+    from kwscli.checkpoint import load_checkpoint
     from kwscli.detect import make_detector
     from kwscli.detections import detect_file
 

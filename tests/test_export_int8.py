@@ -21,7 +21,8 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from kwscli.checkpoint import BUNDLED, load_checkpoint, save_checkpoint
+from kwscli.bundled import BUNDLED
+from kwscli.checkpoint import load_checkpoint, save_checkpoint
 from kwscli.cli import app
 from kwscli.inference import dynamic_int8_available
 
@@ -120,9 +121,9 @@ def test_the_graph_to_quantize_computes_the_dequantized_model(tmp_path):
     """The float graph handed to onnxruntime (unrolled GRU, Linears as MatMuls) equals the int8
     checkpoint's float model: its integers times their scales."""
     from kwscli.compress import to_int8
-    from kwscli.config import StreamGeometry
     from kwscli.export import WindowModel, int8_window_model
     from kwscli.inference import build_dequantized
+    from kwscli.shapes import StreamGeometry
 
     ckpt = to_int8(load_checkpoint(float_student(tmp_path)))
     g = StreamGeometry.of(ckpt.model, ckpt.features)

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from kwscli.audio import load_wav
-from kwscli.checkpoint import bundled_model, load_checkpoint
-from kwscli.config import FeatureConfig, conv_span
+from kwscli.bundled import bundled_model
+from kwscli.checkpoint import load_checkpoint
+from kwscli.config import FeatureConfig
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
 from kwscli.models.streaming import StreamingDetector
+from kwscli.shapes import conv_span
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sheila_example.wav"
 

@@ -140,7 +140,7 @@ def test_help_shows_words_not_python_types(command):
 
 
 def _keyword_times() -> list[float]:
-    from kwscli.checkpoint import bundled_example
+    from kwscli.bundled import bundled_example
 
     key = json.loads(bundled_example().with_suffix(".json").read_text())
     return [(k["start"] + k["end"]) / 2 for k in key["keyword_times"]]
@@ -149,7 +149,7 @@ def _keyword_times() -> list[float]:
 def test_the_example_recording_ships_with_the_package():
     """`kws detect --example` needs no clone: the recording and its answer key are package data."""
     import kwscli
-    from kwscli.checkpoint import bundled_example
+    from kwscli.bundled import bundled_example
 
     assert bundled_example().is_file()
     assert bundled_example().parent.is_relative_to(Path(kwscli.__file__).parent)

@@ -192,7 +192,7 @@ def test_max_real_frr_lowers_the_threshold_and_measures_what_it_costs(
     """The bundled teacher, with the real keyword clips themselves as the "keyword-free" audio:
     no false alarm allowed means a threshold above every clip, so all are missed; a cap on the
     real false rejects lowers it, and the false alarms that costs are counted as detect does."""
-    from kwscli.checkpoint import bundled_model
+    from kwscli.bundled import bundled_model
 
     teacher = bundled_model("teacher")
     neg = mini_dataset / "sheila"

@@ -328,7 +328,7 @@ def test_a_write_past_the_file_size_limit_is_one_line_and_keeps_the_old_file(tmp
     import subprocess
     import sys
 
-    from kwscli.checkpoint import BUNDLED
+    from kwscli.bundled import BUNDLED
 
     shutil.copy(BUNDLED / "teacher.pt", tmp_path / "t.pt")
     (tmp_path / "t.fp16.pt").write_text("earlier output")

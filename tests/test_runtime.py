@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from kwscli.checkpoint import BUNDLED
+from kwscli.bundled import BUNDLED
 from kwscli.cli import app
 from tests.conftest import WITHOUT_TORCH
 

@@ -124,7 +124,8 @@ def test_where_a_window_looked_is_as_exact_a_day_into_a_stream():
     """The focus time (attention-weighted centre) a day into a stream equals the focus at its
     start plus a day: the soak found fp16 attention weights times centres of ~86,400 s drifting
     detections by up to a second."""
-    from kwscli.checkpoint import bundled_model, load_checkpoint
+    from kwscli.bundled import bundled_model
+    from kwscli.checkpoint import load_checkpoint
     from kwscli.inference import build_model
 
     ckpt = load_checkpoint(bundled_model("student"))  # fp16: the worst case

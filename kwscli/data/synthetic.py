@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kwscli.audio import CLIP_SAMPLES, SAMPLE_RATE, load_wav, write_wav
+from kwscli.audio import load_wav, write_wav
 from kwscli.data import engines as tts_engines
 from kwscli.data.acoustics import vary
 from kwscli.data.engines import Engine, Speaker
 from kwscli.data.speech_commands import keyword_folder
 from kwscli.data.tts import Espeak, random_speakers
 from kwscli.errors import ConfigError, DataError, KwsError
+from kwscli.shapes import CLIP_SAMPLES, SAMPLE_RATE
 
 GENERATOR_VERSION = 2
 CHUNK_CLIPS = 64  # fixed, so chunk boundaries (and espeak reloads) never depend on workers

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kwscli.config import ModelConfig, conv_width
+from kwscli.config import ModelConfig
+from kwscli.shapes import conv_width
 
 
 class AttentionPooling(nn.Module):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kwscli.config import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, FeatureConfig, conv_steps
+from kwscli.config import FeatureConfig
+from kwscli.shapes import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, conv_steps
 
 __all__ = ["LOG_FLOOR_LOG", "LogMel", "centred", "log_mel", "mel_power", "to_log"]
 

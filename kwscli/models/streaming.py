@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from kwscli.config import FeatureConfig, StreamGeometry, conv_span, conv_steps
+from kwscli.config import FeatureConfig
 from kwscli.detections import StreamOutput, attention_focus
 from kwscli.models.crnn import input_dtype, keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
+from kwscli.shapes import StreamGeometry, conv_span, conv_steps
 
 
 class ConvFrames(nn.Module):
