@@ -4,6 +4,7 @@
     python benchmarks/bench_detect.py speed  --model kwscli/assets/student.pt
     python benchmarks/bench_detect.py fa     --model kwscli/assets/student.pt
     python benchmarks/bench_detect.py peers    # kws (torch, runtime) beside pymicro-wakeword
+    python benchmarks/bench_detect.py startup  # kws detect on a 1 s file: start to output
 
 `make` writes data/negatives/calibration.wav (seed 101) and data/negatives/test.wav (seed 202):
 one hour each of synthetic speech (never the keyword) over pink noise. Calibrate on the first,
@@ -102,15 +103,17 @@ print(hits)
 
 def peers() -> None:
     """The same hour through every detector at hand, each a whole process, median of 3: kws
-    detect with torch, kws detect on the torch-free runtime (the bundled student's ONNX copy),
-    and pymicro-wakeword (microWakeWord, TFLite int8, its bundled okay_nabu) where installed."""
+    detect with torch, kws detect on the torch-free runtime (the bundled student's ONNX copies,
+    window and carry), and pymicro-wakeword (microWakeWord, TFLite int8, its bundled okay_nabu)
+    where installed. Then start-up: each kws path on a 1 s file, median of 5."""
     import importlib.util
 
     wav = str(NEG / "test.wav")
     kws = [sys.executable, "-m", "kwscli", "detect", wav, "--json"]
     contenders = [
         ("kws detect, torch (bundled student, fp16)", kws),
-        ("kws detect, runtime (bundled student.onnx)", [*kws, "--model", _onnx()]),
+        ("kws detect, runtime (student.onnx, window)", [*kws, "--model", _onnx()]),
+        ("kws detect, runtime (student.carry.onnx)", [*kws, "--model", _onnx(".carry.onnx")]),
     ]
     if importlib.util.find_spec("pymicro_wakeword"):
         contenders.append(
@@ -129,10 +132,33 @@ def peers() -> None:
     for name, rtf, rss, wall in rows:
         ratio = f"{rtf / ref[1]:.2f}x" if ref else "-"
         print(f"{name:46s} {rtf:9,.0f}x {rss:6.0f} MiB {ratio:>11s}   ({wall:.2f} s)")
+    startup()
 
 
-def _onnx() -> str:
-    return str(Path(__file__).resolve().parents[1] / "kwscli" / "assets" / "student.onnx")
+def startup() -> None:
+    """Start to output: `kws detect` on a 1 s file, whole process, median of 5."""
+    import tempfile
+
+    import soundfile as sf
+
+    from kwscli.bundled import bundled_example
+
+    audio, rate = sf.read(bundled_example(), dtype="float32", frames=16000)
+    with tempfile.TemporaryDirectory() as tmp:
+        one = str(Path(tmp) / "one_second.wav")
+        sf.write(one, audio, rate)
+        kws = [sys.executable, "-m", "kwscli", "detect", one, "--json"]
+        for name, cmd in (
+            ("torch", kws),
+            ("runtime, window", [*kws, "--model", _onnx()]),
+            ("runtime, carry", [*kws, "--model", _onnx(".carry.onnx")]),
+        ):
+            runs = sorted(_timed_child(cmd) for _ in range(5))
+            print(f"start-up, {name:16s} {runs[2][0]:.2f} s, peak {runs[2][1]:.0f} MiB (1 s file)")
+
+
+def _onnx(suffix: str = ".onnx") -> str:
+    return str(Path(__file__).resolve().parents[1] / "kwscli" / "assets" / f"student{suffix}")
 
 
 def _timed_child(cmd: list[str]) -> tuple[float, float]:
@@ -172,7 +198,7 @@ def false_alarms(model: str, state: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("what", choices=["make", "speed", "fa", "peers"])
+    ap.add_argument("what", choices=["make", "speed", "fa", "peers", "startup"])
     ap.add_argument("--model", default="kwscli/assets/student.pt")
     ap.add_argument("--state", default="window")
     ap.add_argument("--seconds", type=float, default=3600.0)
@@ -183,6 +209,8 @@ def main() -> None:
         speed(args.model, args.state)
     elif args.what == "peers":
         peers()
+    elif args.what == "startup":
+        startup()
     else:
         false_alarms(args.model, args.state)
 

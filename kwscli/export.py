@@ -90,18 +90,30 @@ def export_torchscript(
 
 
 class WindowModel(nn.Module):
-    """The ONNX graph: log-mel windows (B, n_mels, window_frames) in; P(keyword) (B,) and the
-    attention over each window's conv steps (B, window) out. An ONNX graph holds no state, so
-    the stream (frames, the silence prefix, one window every conv stride) is kept by the
-    runtime (kwscli/runtime.py), in numpy, from the front end stored in the file's metadata."""
+    """The ONNX graph of `--state window` (StreamingDetector, window branch): the log-mel frames
+    of k consecutive windows (1, n_mels, F), their k + window - 1 conv steps, in; P(keyword) (k,)
+    and the attention over each window's conv steps (k, window) out. The conv runs once per step
+    and the windows are gathered from its rows, as `take_windows` does; files before took the k
+    windows of frames (input `logmel`), which ran the conv `window` times per step.
+
+    An ONNX graph holds no state, so the stream (frames, the silence prefix, one window every
+    conv stride) is kept by the runtime (kwscli/runtime.py), in numpy, from the front end stored
+    in the file's metadata. Each call takes the previous call's last window - 1 steps again
+    rather than carrying their conv rows: the conv is cheap beside the GRU, and an int8 graph's
+    activation scales, set per call from what it is given, stay those of the windows' frames."""
 
     def __init__(self, ckpt: Checkpoint, model: nn.Module | None = None) -> None:
         super().__init__()
         self.model = (model if model is not None else build_model(ckpt)).float()
+        self.window = StreamGeometry.of(ckpt.model, ckpt.features).window
         self.requires_grad_(False)
 
-    def forward(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, weights, _ = self.model.outputs(logmel)
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, w = self.model, self.window
+        conv = m.encode(frames)[0]  # (k + w - 1, C·F')
+        k = conv.shape[0] - w + 1
+        windows = conv[torch.arange(k)[:, None] + torch.arange(w)[None, :]]  # (k, w, C·F')
+        logits, weights, _ = m.classify(windows)
         return keyword_probability(logits), weights
 
 
@@ -376,12 +388,7 @@ def export_onnx(
     if state == "carry":
         graph, example, names = _carry_graph(ckpt)
     else:
-        graph = (int8_window_model(ckpt) if ckpt.kind == "int8" else WindowModel(ckpt)).eval()
-        g = StreamGeometry.of(ckpt.model, ckpt.features)
-        example = (torch.zeros(1, ckpt.features.n_mels, g.window_frames),)
-        names = {"input_names": ["logmel"], "output_names": ["p_keyword", "attention"],
-                 "dynamic_axes": {"logmel": {0: "windows"}, "p_keyword": {0: "windows"},
-                                  "attention": {0: "windows"}}}  # fmt: skip
+        graph, example, names = _window_graph(ckpt)
     with (
         warnings.catch_warnings(),
         atomic_write(out) as tmp,
@@ -397,6 +404,18 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
     return out
+
+
+def _window_graph(ckpt: Checkpoint) -> tuple[nn.Module, tuple, dict]:
+    """WindowModel (for an int8 checkpoint, the float graph to quantize: `int8_window_model`),
+    example input (the frames of two windows) and the names and dynamic axes of its graph."""
+    graph = (int8_window_model(ckpt) if ckpt.kind == "int8" else WindowModel(ckpt)).eval()
+    g = StreamGeometry.of(ckpt.model, ckpt.features)
+    example = (torch.zeros(1, ckpt.features.n_mels, g.window_frames + g.stride),)
+    names = {"input_names": ["frames"], "output_names": ["p_keyword", "attention"],
+             "dynamic_axes": {"frames": {2: "frames"}, "p_keyword": {0: "windows"},
+                              "attention": {0: "windows"}}}  # fmt: skip
+    return graph, example, names
 
 
 def _carry_graph(ckpt: Checkpoint) -> tuple[nn.Module, tuple, dict]:

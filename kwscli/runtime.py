@@ -1,13 +1,15 @@
 """Spot the keyword without torch: an ONNX model written by `kws export MODEL --format onnx`,
 run by onnxruntime, fed by soundfile and numpy. `kws detect MODEL.onnx` runs it (and, where torch
-is not installed, the bundled student's ONNX copy); it computes what `kws detect --state window`
-computes, step for step (tests/test_runtime.py), in a fraction of the memory and start-up time.
+is not installed, the bundled student's ONNX copy); it computes what `kws detect` computes in the
+file's state mode, step for step (tests/test_runtime.py), in a fraction of the memory and
+start-up time. It imports neither torch nor pydantic (kwscli/entry.py keeps Typer away too).
 
-The graph takes log-mel windows; the stream is kept here: the log-mel of every frame (numpy FFT
-with the STFT window and mel filterbank stored in the file, so the numbers are the training
-ones), a silence prefix so the first word gets a full window, one window every conv stride, and
-the same detections (kwscli/detections.py). Audio must be at the model's rate (16 kHz): the
-resampler is torch's.
+The graph takes log-mel frames (window mode: those of the next windows' conv steps; carry
+mode: those of the new steps, with the GRU state). The stream is kept here: the log-mel of every
+frame (numpy FFT with the STFT window and mel filterbank stored in the file, so the numbers are
+the training ones), a silence prefix so the first word gets a full window, one window every conv
+stride, and the same detections (kwscli/detections.py). Audio must be at the model's rate
+(16 kHz): the resampler is torch's.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from kwscli.detections import (
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.shapes import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, StreamGeometry, conv_span, conv_steps
 
-ONNX_FORMAT = "kws-onnx-1"
+ONNX_FORMAT = "kws-onnx-2"  # 2: the window graph takes frames and runs the conv once per step
+READS = ("kws-onnx-1", ONNX_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -94,10 +97,11 @@ class OnnxDetector:
         except Exception as exc:
             raise CheckpointError(f"{path}: not a readable ONNX model ({_short(exc)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("kws_format") != ONNX_FORMAT:
+        if meta.get("kws_format") not in READS:
             raise CheckpointError(
-                f"{path}: an ONNX model kws did not export (no {ONNX_FORMAT} metadata); make one "
-                "with `kws export MODEL --format onnx`"
+                f"{path}: not an ONNX model this kws reads (kws_format {meta.get('kws_format')!r}, "
+                f"expected one of {', '.join(READS)}); export it with `kws export MODEL --format "
+                "onnx` (a newer kws's file needs that kws)"
             )
         try:
             self.meta = meta
@@ -178,19 +182,27 @@ class OnnxDetector:
         return StreamOutput(g.end_time(steps)[keep], probs.astype(np.float64)[keep], focus[keep])
 
     def _windows(self) -> StreamOutput:
-        """One window every conv stride, GRU from zero in each (StreamingDetector, window)."""
+        """One window every conv stride, GRU from zero in each (StreamingDetector, window). The
+        graph takes the frames of the k windows' conv steps (k + window - 1: the last window - 1
+        of the previous call again) and runs the conv once on each step. Files exported before
+        it (input `logmel`) take the k windows of frames, and run the conv on each."""
         f, g = self.features, self.geometry
         # windows m with m * stride + window_frames ≤ frames kept (the kept start at frame
         # windows_done * stride)
         k = (self.frames.shape[1] - g.window_frames) // g.stride + 1
         if k <= 0:
             return StreamOutput.empty()
-        frames = np.ascontiguousarray(self.frames)
-        s_mel, s_frame = frames.strides
-        windows = np.lib.stride_tricks.as_strided(  # (k, n_mels, window_frames), no copy
-            frames, (k, f.n_mels, g.window_frames), (s_frame * g.stride, s_mel, s_frame)
-        )
-        probs, attention = self.session.run(None, {"logmel": windows})
+        if self.session.get_inputs()[0].name == "logmel":
+            frames = np.ascontiguousarray(self.frames)
+            s_mel, s_frame = frames.strides
+            windows = np.lib.stride_tricks.as_strided(  # (k, n_mels, window_frames), no copy
+                frames, (k, f.n_mels, g.window_frames), (s_frame * g.stride, s_mel, s_frame)
+            )
+            feed = {"logmel": windows}
+        else:
+            span = conv_span(k + g.window - 1, g.kernel, g.stride)  # the k windows' frames
+            feed = {"frames": self.frames[None, :, :span]}  # (1, n_mels, span)
+        probs, attention = self.session.run(None, feed)
         m = self.windows_done + np.arange(k)
         self.windows_done += k
         self.frames = self.frames[:, k * g.stride :]

@@ -127,10 +127,11 @@ def test_the_graph_to_quantize_computes_the_dequantized_model(tmp_path):
 
     ckpt = to_int8(load_checkpoint(float_student(tmp_path)))
     g = StreamGeometry.of(ckpt.model, ckpt.features)
-    x = torch.randn(5, ckpt.features.n_mels, g.window_frames) - 6
+    frames = torch.randn(1, ckpt.features.n_mels, g.window_frames + 4 * g.stride) - 6  # 5 windows
     with torch.no_grad():
-        expected = WindowModel(ckpt, build_dequantized(ckpt))(x)
-        got = int8_window_model(ckpt).eval()(x)
+        expected = WindowModel(ckpt, build_dequantized(ckpt))(frames)
+        got = int8_window_model(ckpt).eval()(frames)
+    assert got[0].shape == (5,) and got[1].shape == (5, g.window)
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
