@@ -101,11 +101,12 @@ print(hits)
 """
 
 
-def peers() -> None:
-    """The same hour through every detector at hand, each a whole process, median of 3: kws
+def peers(rounds: int = 5) -> None:
+    """The same hour through every detector at hand, each a whole process: kws
     detect with torch, kws detect on the torch-free runtime (the bundled student's ONNX copies,
     window and carry), and pymicro-wakeword (microWakeWord, TFLite int8, its bundled okay_nabu)
-    where installed. Then start-up: each kws path on a 1 s file, median of 5."""
+    where installed; `rounds` runs of each, taken in turn. Then start-up: each kws path on a 1 s
+    file, median of 5."""
     import importlib.util
 
     wav = str(NEG / "test.wav")
@@ -122,16 +123,24 @@ def peers() -> None:
     else:
         print("pymicro-wakeword not installed: skipped (pip install pymicro-wakeword)")
     print("openwakeword: skipped (its models are downloaded at first use; no network here)")
-    rows = []
-    for name, cmd in contenders:
-        runs = [_timed_child(cmd) for _ in range(3)]
-        wall = sorted(r[0] for r in runs)[1]
-        rows.append((name, 3600 / wall, max(r[1] for r in runs), wall))
-    ref = next((r for r in rows if r[0].startswith("pymicro")), None)
+    # round-robin, so a machine whose speed drifts (a shared host) slows every contender alike;
+    # the ratio to pymicro-wakeword is taken round by round, then the median
+    runs = {name: [] for name, _ in contenders}
+    for _ in range(rounds):
+        for name, cmd in contenders:
+            runs[name].append(_timed_child(cmd))
+    ref = next((n for n in runs if n.startswith("pymicro")), None)
     print(f"{'detector':46s} {'real time':>10s} {'peak RSS':>9s} {'vs pymicro':>11s}")
-    for name, rtf, rss, wall in rows:
-        ratio = f"{rtf / ref[1]:.2f}x" if ref else "-"
-        print(f"{name:46s} {rtf:9,.0f}x {rss:6.0f} MiB {ratio:>11s}   ({wall:.2f} s)")
+    for name, rs in runs.items():
+        wall = _median([w for w, _ in rs])
+        ratio = "-"
+        if ref:
+            pairs = zip(rs, runs[ref], strict=True)
+            ratio = f"{_median([r[0] / w for (w, _), r in pairs]):.2f}x"
+        print(
+            f"{name:46s} {3600 / wall:9,.0f}x {max(m for _, m in rs):6.0f} MiB {ratio:>11s}"
+            f"   ({wall:.2f} s, median of {rounds})"
+        )
     startup()
 
 
@@ -155,6 +164,12 @@ def startup() -> None:
         ):
             runs = sorted(_timed_child(cmd) for _ in range(5))
             print(f"start-up, {name:16s} {runs[2][0]:.2f} s, peak {runs[2][1]:.0f} MiB (1 s file)")
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def _onnx(suffix: str = ".onnx") -> str:
@@ -202,13 +217,14 @@ def main() -> None:
     ap.add_argument("--model", default="kwscli/assets/student.pt")
     ap.add_argument("--state", default="window")
     ap.add_argument("--seconds", type=float, default=3600.0)
+    ap.add_argument("--rounds", type=int, default=5, help="peers: runs of each detector")
     args = ap.parse_args()
     if args.what == "make":
         make(args.seconds)
     elif args.what == "speed":
         speed(args.model, args.state)
     elif args.what == "peers":
-        peers()
+        peers(args.rounds)
     elif args.what == "startup":
         startup()
     else:

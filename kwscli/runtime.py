@@ -114,6 +114,7 @@ class OnnxDetector:
             raise CheckpointError(f"{path}: damaged kws ONNX metadata ({_short(exc)})") from None
         self.path = path
         self.state = meta.get("state", "window")  # files exported before carry: window
+        self.score_seconds = 2 if "int8" in meta.get("precision", "") else 10  # see process()
         if self.state not in ("window", "carry"):
             raise CheckpointError(f"{path}: damaged kws ONNX metadata (state {self.state!r})")
         self.reset()
@@ -146,24 +147,30 @@ class OnnxDetector:
         return self.process(np.zeros(half, np.float32))
 
     def process(self, audio: np.ndarray) -> StreamOutput:
-        """Feed audio of any length; it is scored 2 s at a time, so memory stays small."""
+        """Feed audio of any length. The log-mel is taken 2 s at a time and the graph scores up to
+        `score_seconds` per call, so memory stays small: 10 s (on the hour 10-15 % faster than
+        2 s; 30 s gains no more and holds 4 MB more), except for int8 graphs, which quantize
+        their activations per call: 2 s keeps their scales fine (at 30 s the bundled student in
+        int8 loses a keyword of the example)."""
         audio = np.asarray(audio, np.float32).ravel()
-        piece = 2 * self.sample_rate
-        if len(audio) <= piece:
-            return self._process(audio)
-        return StreamOutput.concat(
-            [self._process(audio[i : i + piece]) for i in range(0, len(audio), piece)]
-        )
+        step = self.score_seconds * self.sample_rate
+        outs = []
+        for start in range(0, max(len(audio), 1), step):
+            self._add_frames(audio[start : start + step])
+            outs.append(self._carry() if self.state == "carry" else self._windows())
+        return outs[0] if len(outs) == 1 else StreamOutput.concat(outs)
 
-    def _process(self, audio: np.ndarray) -> StreamOutput:
-        f = self.features
-        buf = np.concatenate([self.pending, audio])
-        n = 0 if len(buf) < f.n_fft else (len(buf) - f.n_fft) // f.hop_length + 1
-        if n:
-            new = numpy_log_mel(buf, n, f.hop_length, self.stft_window, self.fb)
-            self.frames = np.concatenate([self.frames, new], axis=1)
-        self.pending = buf[n * f.hop_length :]
-        return self._carry() if self.state == "carry" else self._windows()
+    def _add_frames(self, audio: np.ndarray) -> None:
+        """The log-mel frames `audio` completes, 2 s of audio at a time (the FFT's arrays then
+        stay in cache)."""
+        f, piece = self.features, 2 * self.sample_rate
+        for start in range(0, len(audio), piece):
+            buf = np.concatenate([self.pending, audio[start : start + piece]])
+            n = 0 if len(buf) < f.n_fft else (len(buf) - f.n_fft) // f.hop_length + 1
+            if n:
+                new = numpy_log_mel(buf, n, f.hop_length, self.stft_window, self.fb)
+                self.frames = np.concatenate([self.frames, new], axis=1)
+            self.pending = buf[n * f.hop_length :]
 
     def _carry(self) -> StreamOutput:
         """Each new conv step once, the GRU state carried (StreamingDetector._carry)."""
