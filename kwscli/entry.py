@@ -2,10 +2,11 @@
 torch is not installed) goes straight to the torch-free runtime: the full command line (Typer,
 pydantic, every command's settings) would add 25 MB and 0.2 s of start-up to a 60 MB process,
 which is what a Raspberry Pi or a container feels. Everything else, and any `kws detect` with a
-flag this path does not take (--help, --plot, -q, --example...), goes to kwscli/cli.py as given.
+flag this path does not take (--help, --plot, -q, --example...), goes to kwscli/cli/ as given.
 
-The flags taken here are `kws detect`'s own (tests/test_entry.py holds them to cli.py's), and the
-output is the same function's (report.detect_output), so the two paths print the same thing.
+The flags taken here are `kws detect`'s own (tests/test_entry.py holds them to those of
+kwscli/cli/detect.py), and the output is the same function's (report.detect_output), so the two
+paths print the same thing.
 """
 
 from __future__ import annotations

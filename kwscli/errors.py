@@ -1,6 +1,6 @@
 """The only exceptions the CLI turns into exit codes.
 
-The core raises these with a message that says what was wrong and what to do; `cli.py` prints
+The core raises these with a message that says what was wrong and what to do; `kwscli/cli/` prints
 the message as one red line and exits non-zero (a traceback only with `--debug`).
 """
 

@@ -1,5 +1,5 @@
 """Everything users see: rich tables and progress, JSON, and PNG plots. The core returns data;
-this module (and cli.py) are the only places that print."""
+this module (and the command line, kwscli/cli/) are the only places that print."""
 
 from __future__ import annotations
 

@@ -49,8 +49,8 @@ def test_only_a_runtime_detect_as_it_stands_skips_the_full_command_line(argv, ta
 
 
 def test_the_flags_it_takes_are_kws_detects_own():
-    """Each flag read here is an option of `kws detect` (cli.py) of the same kind, so renaming one
-    there cannot leave this path reading a flag that no longer exists."""
+    """Each flag read here is an option of `kws detect` (kwscli/cli/detect.py) of the same kind,
+    so renaming one there cannot leave this path reading a flag that no longer exists."""
     import typer.main
 
     detect = typer.main.get_command(app).commands["detect"]

@@ -1,6 +1,6 @@
 """The package's import structure: no circles, and the core never imports the face (the CLI,
-tables and plots in cli.py and report.py), so the engine runs the same from Python as from the
-command line. Read from the source with `ast`, not by importing it."""
+tables and plots in kwscli/cli/ and report.py), so the engine runs the same from Python as from
+the command line. Read from the source with `ast`, not by importing it."""
 
 from __future__ import annotations
 
@@ -77,5 +77,7 @@ def test_no_import_circles():
 
 def test_the_core_never_imports_the_face():
     graph = import_graph()
-    offenders = {m: sorted(g & FACE) for m, g in graph.items() if m not in FACE and g & FACE}
+    face = FACE | {m for m in graph if m.startswith("kwscli.cli.")}  # the command modules
+    assert face > FACE  # the package's modules were found
+    offenders = {m: sorted(g & face) for m, g in graph.items() if m not in face and g & face}
     assert offenders == {}
