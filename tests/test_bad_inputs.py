@@ -578,6 +578,24 @@ ROWS: list[Row] = [
     R("detect", "missing file named like markup ([/], [bold])",
       lambda c: [c.p("a[/]b.wav"), c.p("n[bold].wav"), "--model", c.teacher()], 1,
       "n[bold].wav: no such file"),
+    # ------------------------------------------------------------------ listen
+    R("listen", "--simulate a missing file", lambda c: ["--simulate", c.p("nope.wav")], 1,
+      "no such file"),
+    R("listen", "--simulate a file that is not audio",
+      lambda c: ["--simulate", c.write("t.wav", "this is not audio at all" * 10)], 1,
+      "not a readable audio file"),
+    R("listen", "--duration 0", lambda c: ["--simulate", c.wav("a.wav"), "--duration", "0"], 2,
+      "must be a number of seconds > 0"),
+    R("listen", "--duration nan", lambda c: ["--simulate", c.wav("a.wav"), "--duration", "nan"],
+      2, "must be a number of seconds > 0"),
+    R("listen", "--speed -1", lambda c: ["--simulate", c.wav("a.wav"), "--speed", "-1"], 2,
+      "must be ≥ 0"),
+    R("listen", "threshold 1.5",
+      lambda c: ["--simulate", c.wav("a.wav"), "--model", c.teacher(), "--threshold", "1.5"], 2,
+      "between 0 and 1"),
+    R("listen", "missing model",
+      lambda c: ["--simulate", c.wav("a.wav"), "--model", c.p("nope.pt")], 1,
+      "checkpoint not found"),
     # ------------------------------------------------------------------ calibrate
     R("calibrate", "negatives folder missing",
       lambda c: [c.teacher(), "--negatives", c.p("no"), "--out", c.p("c.pt")], 1,
@@ -773,6 +791,9 @@ def message_line(output: str, fragment: str) -> str:
     for i, line in enumerate(lines):
         if "─ Error ─" in line and i + 1 < len(lines):  # click usage error in a rich box
             return "Error: " + lines[i + 1].strip("│ ")
+    for line in lines:  # the whole fragment first: its first word alone may be in a tmp path
+        if fragment and fragment in line:
+            return line.strip()
     first = fragment.split()[0] if fragment.split() else ""
     for line in lines:
         if first and first in line:
