@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kwscli"
-FACE = {"kwscli.cli", "kwscli.entry", "kwscli.report", "kwscli.__main__"}
+FACE = {"kwscli.cli", "kwscli.entry", "kwscli.report", "kwscli.plots", "kwscli.__main__"}
 
 
 def _module(path: Path) -> str:

@@ -82,7 +82,7 @@ def test_shell_completion_is_offered():
 def test_plot_labels_tell_models_apart():
     from types import SimpleNamespace
 
-    from kwscli.report import _model_label
+    from kwscli.plots import _model_label
 
     reports = [SimpleNamespace(path=p, label=k) for p, k in (
         ("runs/a/model.pt", "student"), ("runs/a/model.fp16.pt", "fp16"),
@@ -99,7 +99,7 @@ def test_training_curves_put_each_loss_on_its_own_axis_and_mark_the_best_epoch(t
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from kwscli.report import plot_history
+    from kwscli.plots import plot_history
 
     hist = [{"epoch": e, "train_loss": 0.002 / e, "val_loss": 0.65 - 0.01 * e,
              "val_au_fa_fr": [3e-3, 1e-3, 2e-3][e - 1]} for e in (1, 2, 3)]  # fmt: skip
@@ -242,7 +242,7 @@ def test_a_reader_that_stops_early_is_not_an_error():
 def test_tradeoff_labels_of_models_at_the_same_cost_never_overlap():
     """Three students of one shape (same MACs, close au_fa_fr): each name on its own line,
     all inside the axis."""
-    from kwscli.report import _label_points, _pyplot
+    from kwscli.plots import _label_points, _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots()

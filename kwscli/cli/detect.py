@@ -75,7 +75,8 @@ def detect(
 ) -> None:
     """Spot the keyword in recordings of any length: when it was said, and how sure."""
     from kwscli.files import check_plot, ensure_folder, trace_plot_paths
-    from kwscli.report import detect_output, info, plot_trace
+    from kwscli.plots import plot_trace
+    from kwscli.report import detect_output, info
     from kwscli.runtime import detect_inputs
 
     files = _audio_inputs(files, example)

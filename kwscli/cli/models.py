@@ -51,7 +51,8 @@ def evaluate(
     """Score models on a dataset split: au_fa_fr, FRR at FA rates, size, MACs, latency."""
     from kwscli.evaluate import Targets, check_fars, check_targets, evaluate_checkpoint
     from kwscli.files import check_plot
-    from kwscli.report import console, evaluation_table, info, plot_fa_fr, plot_tradeoff, print_json
+    from kwscli.plots import plot_fa_fr, plot_tradeoff
+    from kwscli.report import console, evaluation_table, info, print_json
 
     tradeoff = plot.with_suffix(".tradeoff.png") if plot and baseline else None
     for path in (plot, tradeoff):  # before the work, not after it

@@ -97,7 +97,8 @@ app.command("distill", cls=SettingsCommand)(
 
 def _train(cfg, resume: bool, force: bool) -> None:
     from kwscli.distributed import is_main
-    from kwscli.report import PlottingCallbacks, TrainingProgress, console
+    from kwscli.plots import PlottingCallbacks
+    from kwscli.report import TrainingProgress, console
     from kwscli.train import train_run
 
     if not is_main():  # under torchrun rank 0 shows the progress and the result
@@ -171,14 +172,8 @@ def sweep(
     """Train, distil and compress every run of a sweep file, skipping finished runs and resuming
     an interrupted one; then the runs table and the trade-off plots."""
     from kwscli.files import check_plot
-    from kwscli.report import (
-        PlottingCallbacks,
-        console,
-        info,
-        plot_fa_fr,
-        plot_tradeoff,
-        sweep_plan_table,
-    )
+    from kwscli.plots import PlottingCallbacks, plot_fa_fr, plot_tradeoff
+    from kwscli.report import console, info, sweep_plan_table
     from kwscli.sweep import load_sweep
     from kwscli.sweep_run import compare, run_sweep
 
@@ -222,7 +217,8 @@ evaluate against the teacher, detect — a few minutes on a laptop CPU."""
     import time
 
     from kwscli.demo import run_demo
-    from kwscli.report import console, evaluation_table, info, plot_tradeoff
+    from kwscli.plots import plot_tradeoff
+    from kwscli.report import console, evaluation_table, info
 
     t0 = time.perf_counter()
     result = run_demo(out, fast, say=info)
