@@ -106,7 +106,7 @@ def assert_int8_agreement(torch_run, onnx_run, torch_2s, threshold, exact: bool 
 
 @pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, False), (2, True)])
 def test_the_unrolled_gru_is_torchs_gru(layers, bidirectional):
-    from kwscli.export import UnrolledGRU
+    from kwscli.onnx_graphs import UnrolledGRU
 
     torch.manual_seed(0)
     gru = nn.GRU(15, 16, num_layers=layers, batch_first=True, bidirectional=bidirectional).eval()
@@ -121,8 +121,8 @@ def test_the_graph_to_quantize_computes_the_dequantized_model(tmp_path):
     """The float graph handed to onnxruntime (unrolled GRU, Linears as MatMuls) equals the int8
     checkpoint's float model: its integers times their scales."""
     from kwscli.compress import to_int8
-    from kwscli.export import WindowModel, int8_window_model
     from kwscli.inference import build_dequantized
+    from kwscli.onnx_graphs import WindowModel, int8_window_model
     from kwscli.shapes import StreamGeometry
 
     ckpt = to_int8(load_checkpoint(float_student(tmp_path)))

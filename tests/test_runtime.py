@@ -142,7 +142,7 @@ def test_window_files_of_the_graph_before_still_run(exported, tmp_path, monkeypa
     from kwscli import export
     from kwscli.runtime import OnnxDetector
 
-    monkeypatch.setattr(export, "_window_graph", _frame_windows_graph)
+    monkeypatch.setattr(export, "window_graph", _frame_windows_graph)
     old = tmp_path / "teacher.logmel.onnx"
     res = runner.invoke(app, ["export", "teacher", "--format", "onnx", "--out", str(old)])
     assert res.exit_code == 0, res.output
@@ -223,13 +223,13 @@ def _foreign_onnx(path: Path) -> Path:
 
 
 def _frame_windows_graph(ckpt):
-    """kwscli/export.py's `_window_graph` as it was: windows of frames (B, n_mels,
+    """kwscli/onnx_graphs.py's `window_graph` as it was: windows of frames (B, n_mels,
     window_frames) in, the conv run on each, P(keyword) (B,) and attention (B, window) out."""
     import torch
 
-    from kwscli.export import int8_window_model
     from kwscli.inference import build_model
     from kwscli.models.crnn import keyword_probability
+    from kwscli.onnx_graphs import int8_window_model
     from kwscli.shapes import StreamGeometry
 
     class FrameWindows(torch.nn.Module):
