@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from kwscli.checkpoint import bundled_example
+from kwscli.bundled import bundled_example
 from kwscli.data.recording import make_recording
 
 KEYWORD_TIMES = (5.0, 16.5, 27.0, 38.5)

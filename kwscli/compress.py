@@ -68,7 +68,8 @@ def to_int8(ckpt: Checkpoint, conv: str = "float") -> Checkpoint:
 
 
 def to_fp16(ckpt: Checkpoint) -> Checkpoint:
-    """Half-precision checkpoint: every weight stored and run in float16."""
+    """Half-precision checkpoint: every weight stored in float16 (`kws evaluate` runs it in
+    float16; the CPU stream computes in float32 from those weights, kwscli/detect.py)."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
     return _derived(ckpt, "fp16", state)
 

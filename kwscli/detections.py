@@ -41,7 +41,7 @@ class StreamDetector(Protocol):
 def attention_focus(weights: np.ndarray, last_centres: np.ndarray, step_s: float) -> np.ndarray:
     """Where each window looked, in seconds: its attention-weighted conv-step centre. Taken
     relative to the window's last step and over the weights' own sum, so a day into a stream
-    (centres of 86,400 s, fp16 weights summing to 1 ± 1e-3) it is as exact as at its start."""
+    (centres of 86,400 s, weights whose sum is off 1 by rounding) it is as exact as at its start."""
     offsets = np.arange(-weights.shape[1] + 1, 1) * step_s  # (w,) seconds before the last step
     return last_centres + (weights @ offsets) / weights.sum(axis=1)
 

@@ -49,9 +49,11 @@ def runtime_request(argv: list[str]) -> dict | None:
             switches[SWITCHES[token]] = True
         elif token in VALUES:
             value = next(tokens, None)
+            if value is None or not value.isascii():  # int("٣") reads; Typer's does not
+                return None
             try:
                 values[token[2:]] = VALUES[token](value)
-            except (TypeError, ValueError, KeyError):
+            except (ValueError, KeyError):
                 return None
         elif token == "-" or not token.startswith("-"):
             files.append(Path(token))

@@ -35,6 +35,7 @@ from kwscli.shapes import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, StreamGeometry, co
 
 ONNX_FORMAT = "kws-onnx-2"  # 2: the window graph takes frames and runs the conv once per step
 READS = ("kws-onnx-1", ONNX_FORMAT)
+MAX_THREADS = 256  # --threads: more is a typo (and past 2**31 the engines fail inside)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,14 @@ class OnnxDetector:
             self.meta = meta
             f = self.features = StoredFrontEnd.from_json(meta["features"])
             g = json.loads(meta["geometry"])
-            self.geometry = StreamGeometry(int(g["kernel"]), int(g["stride"]), int(g["window"]), f)
+            kernel, stride, window = (int(g[k]) for k in ("kernel", "stride", "window"))
+            if min(kernel, stride, window) < 1:
+                raise ValueError(f"geometry {g}: kernel, stride and window must be ≥ 1")
+            self.geometry = StreamGeometry(kernel, stride, window, f)
             self.stft_window = _floats(meta["stft_window"], (f.n_fft,))
             self.fb = _floats(meta["mel_fb"], (f.n_fft // 2 + 1, f.n_mels))
+            self.keyword, self.kind = str(meta["keyword"]), str(meta["kind"])
+            self.stored_threshold = float(meta["threshold"]), str(meta["threshold_from"])
         except (KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: damaged kws ONNX metadata ({_short(exc)})") from None
         self.path = path
@@ -246,16 +252,15 @@ class OnnxSpotter:
         threads: int = 1,
     ) -> None:
         self.detector = OnnxDetector(path, threads)
-        meta = self.detector.meta
         if state is not None and str(state) != self.detector.state:
             raise ConfigError(
                 f"--state {state}: {path} was exported for --state {self.detector.state}; "
                 f"export it again with kws export MODEL --format onnx --state {state}"
             )
-        self.keyword = meta["keyword"]
+        self.keyword = self.detector.keyword
         if threshold is None:
-            self.threshold = float(meta["threshold"])
-            self.threshold_from = f"{meta['threshold_from']} (stored in the ONNX file)"
+            self.threshold, stored_from = self.detector.stored_threshold
+            self.threshold_from = f"{stored_from} (stored in the ONNX file)"
             if not 0 < self.threshold < 1:
                 raise CheckpointError(f"{path}: its stored threshold is not a probability")
         else:
@@ -267,7 +272,7 @@ class OnnxSpotter:
         d = self.detector
         return {
             "model": str(d.path),
-            "kind": ", ".join([d.meta["kind"], "onnx", *filter(None, [d.meta.get("precision")])]),
+            "kind": ", ".join([d.kind, "onnx", *filter(None, [d.meta.get("precision")])]),
             "keyword": self.keyword,
             "threshold": self.threshold,
             "threshold_from": self.threshold_from,
@@ -302,8 +307,8 @@ def load_spotter(
     (kwscli/detect.py's `Spotter`)."""
     if model is None and not _torch_installed():
         model = bundled_onnx(state)
-    if threads < 1:
-        raise ConfigError(f"--threads {threads}: must be ≥ 1")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"--threads {threads}: must be between 1 and {MAX_THREADS}")
     if model is not None and is_runtime_model(model):
         return OnnxSpotter(model, state, threshold, threads)
     import torch

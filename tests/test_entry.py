@@ -34,6 +34,9 @@ EXAMPLE = str(bundled_example())
         (["detect", "a.wav", "--model", "m.onnx", "--threshold", "abc"], False),  # usage error
         (["detect", "a.wav", "--model", "m.onnx", "--state", "diagonal"], False),
         (["detect", "a.wav", "--model"], False),  # a flag without its value
+        (["detect", "a.wav", "--model", "m.onnx", "--state"], False),
+        (["detect", "a.wav", "--model", "m.onnx", "--threads", "٣"], False),  # int() reads it
+        (["detect", "a.wav", "--model", "m.onnx", "--threshold", "0.５"], False),
         (["detect", "--model", "m.onnx"], False),  # no files: the full CLI says what to give
         (["detect", "a.wav", "--model=m.onnx"], False),
         (["-q", "detect", "a.wav", "--model", "m.onnx"], False),
@@ -89,6 +92,7 @@ def test_it_prints_what_the_full_command_line_prints(out):
     [
         (["--threshold", "1.5"], 2, "threshold"),
         (["--threads", "0"], 2, "--threads 0"),
+        (["--threads", "99999999999"], 2, "must be between 1 and 256"),
         (["--state", "carry"], 2, "exported for --state window"),
     ],
 )
