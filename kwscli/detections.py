@@ -225,7 +225,9 @@ def detect_file(
     tracker = DetectionTracker(threshold, refractory, detector.window_seconds)
     times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
-        for block in read_blocks(path, detector.features.sample_rate, result=result):
+        # a detector may score in pieces of its own (the runtime: `score_seconds`): read those
+        seconds = getattr(detector, "score_seconds", BLOCK_SECONDS)
+        for block in read_blocks(path, detector.features.sample_rate, seconds, result=result):
             out = detector.process(block)
             result.duration += len(block) / detector.features.sample_rate
             tracker.feed(out)

@@ -157,7 +157,8 @@ class OnnxDetector:
         `score_seconds` per call, so memory stays small: 10 s (on the hour 10-15 % faster than
         2 s; 30 s gains no more and holds 4 MB more), except for int8 graphs, which quantize
         their activations per call: 2 s keeps their scales fine (at 30 s the bundled student in
-        int8 loses a keyword of the example)."""
+        int8 loses a keyword of the example). `kws detect` reads files in pieces of that size
+        too (30 s blocks held 5 MB more)."""
         audio = np.asarray(audio, np.float32).ravel()
         step = self.score_seconds * self.sample_rate
         outs = []
