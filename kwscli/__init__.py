@@ -6,6 +6,7 @@ The Python API (what `kws detect` runs):
     spotter = kwscli.load()                 # the bundled student; a path; or "teacher"
     spotter.detect("recording.wav")         # [Detection(start, end, time, peak)]
     spotter.predict(chunk)                  # streaming: P(keyword) per completed step
+    kwscli.load("model.onnx")               # an exported model: onnxruntime, no torch
 
 `kwscli.load`, `kwscli.Spotter` and `kwscli.Detection` are imported on first use, so `import
 kwscli` (and `kws --help`) stays free of torch.
@@ -29,15 +30,23 @@ __all__ = ["Detection", "Spotter", "__version__", "example", "load"]
 
 if TYPE_CHECKING:
     from kwscli.detect import Detection, Spotter
+    from kwscli.spotter import StreamSpotter
 
 
-def load(model: str = "student", state: str = "window", threshold: float | None = None) -> Spotter:
-    """A ready keyword spotter: `model` is a checkpoint path or a bundled model's name
-    (`student`, the default detector, or `teacher`); `state` is window or carry; `threshold`
-    defaults to the model's calibrated one."""
-    from kwscli.detect import Spotter
+def load(
+    model: str | Path | None = None,
+    state: str | None = None,
+    threshold: float | None = None,
+    threads: int = 1,
+) -> StreamSpotter:
+    """A ready keyword spotter, on the engine `kws detect` would choose: `model` is a checkpoint
+    path or a bundled model's name (`student`, the default, or `teacher`), run by torch, or an
+    exported `.onnx` file, run by onnxruntime without torch (and where torch is not installed the
+    bundled student is its ONNX copy); `state` is window (the default) or carry (an `.onnx` file
+    runs the mode it was exported for); `threshold` defaults to the model's calibrated one."""
+    from kwscli.runtime import load_spotter
 
-    return Spotter(model, state, threshold)
+    return load_spotter(None if model is None else Path(str(model)), threshold, state, threads)
 
 
 def example() -> Path:

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from kwscli.audio import check_finite
 from kwscli.checkpoint import Checkpoint
 from kwscli.detections import (
     REFRACTORY_S,
-    Detection,
     DetectRun,
-    FileResult,
-    StreamOutput,
     check_threshold,
-    clip_to,
-    detect_file,
-    find_detections,
     run_files,
 )
-from kwscli.errors import AudioError, CheckpointError, ConfigError
+from kwscli.errors import CheckpointError, ConfigError
 from kwscli.inference import build_model
 from kwscli.metrics import DEFAULT_THRESHOLD
 from kwscli.models.streaming import StreamingDetector
+from kwscli.spotter import StreamSpotter
 
 
 def make_detector(ckpt: Checkpoint, state: str = "window", step: int = 1) -> StreamingDetector:
@@ -81,18 +73,10 @@ def check_state(state: str) -> str:
     return state
 
 
-class Spotter:
-    """A keyword spotter ready to run: a checkpoint, its streaming detector and its threshold.
-    What `kws detect` runs, and the Python API (`kwscli.load`):
-
-        import kwscli
-        spotter = kwscli.load()                    # the bundled student; or a path, or "teacher"
-        spotter.detect("recording.wav")            # [Detection(start, end, time, peak)], seconds
-        times, probs = spotter.scores(audio)       # a whole numpy array (16 kHz unless told)
-        for chunk in chunks:                       # live audio, any chunk size
-            probs = spotter.predict(chunk)         # P(keyword) per completed step (80 ms)
-            if (probs >= spotter.threshold).any(): ...
-    """
+class Spotter(StreamSpotter):
+    """A keyword spotter on a kws checkpoint (torch): the checkpoint, its streaming detector and
+    its threshold. What `kws detect` runs for a checkpoint; `kwscli.load()` returns one (the calls
+    are kwscli/spotter.py's)."""
 
     def __init__(
         self, model: str | Path = "student", state: str = "window", threshold: float | None = None
@@ -113,14 +97,7 @@ class Spotter:
         self.threshold = check_threshold(threshold)
         self.state = str(state)
         self.detector = make_detector(ckpt, state)
-
-    @property
-    def keyword(self) -> str:
-        return self.checkpoint.keyword
-
-    @property
-    def sample_rate(self) -> int:
-        return self.checkpoint.features.sample_rate
+        self.keyword = ckpt.keyword
 
     @property
     def step_seconds(self) -> float:
@@ -141,58 +118,6 @@ class Spotter:
             "step_s": self.step_seconds,
             "refractory_s": REFRACTORY_S,
         }
-
-    def reset(self) -> None:
-        """Start a new stream."""
-        self.detector.reset()
-
-    def predict(self, chunk: np.ndarray) -> np.ndarray:
-        """Feed the next chunk of a stream (1-D float, at `sample_rate`); get P(keyword) for each
-        step it completed (none for a chunk shorter than a step)."""
-        return self.detector.process(np.asarray(chunk, dtype=np.float32)).probs
-
-    def scores(self, audio: np.ndarray, sample_rate: int | None = None):
-        """(times, P(keyword)) over a whole recording given as a numpy array (mono, or channels
-        last), as `kws detect` scores a file: a fresh stream, silence after its end."""
-        out = self._whole(audio, sample_rate)
-        return out.times, out.probs
-
-    def _whole(self, audio: np.ndarray, sample_rate: int | None) -> StreamOutput:
-        from kwscli.audio import resample
-
-        audio = np.asarray(audio, dtype=np.float32)
-        audio = audio.mean(axis=1) if audio.ndim == 2 else audio
-        check_finite(audio, "audio")
-        audio = resample(audio, sample_rate or self.sample_rate, self.sample_rate)
-        self.reset()
-        outs = [self.detector.process(audio), self.detector.flush()]
-        self.reset()
-        return StreamOutput.concat(outs)
-
-    def detect(
-        self, source: str | Path | np.ndarray, sample_rate: int | None = None
-    ) -> list[Detection]:
-        """The keyword's detections in a file (any format soundfile reads) or a numpy array."""
-        if isinstance(source, np.ndarray):
-            out = self._whole(source, sample_rate)
-            duration = len(source) / (sample_rate or self.sample_rate)
-            found = find_detections(
-                out.times,
-                out.probs,
-                out.focus,
-                self.threshold,
-                REFRACTORY_S,
-                self.detector.window_seconds,
-            )
-            return clip_to(found, duration)
-        result = self.detect_file(source)
-        if result.error:
-            raise AudioError(result.error)
-        return result.detections
-
-    def detect_file(self, path: str | Path, keep_trace: bool = False) -> FileResult:
-        """One file, streamed in bounded memory; an unreadable file is reported in the result."""
-        return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
 
 
 def detect_files(

@@ -24,14 +24,13 @@ import numpy as np
 from kwscli.detections import (
     REFRACTORY_S,
     DetectRun,
-    FileResult,
     StreamOutput,
     attention_focus,
     check_threshold,
-    detect_file,
 )
 from kwscli.errors import CheckpointError, ConfigError, KwsError
 from kwscli.shapes import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, StreamGeometry, conv_span, conv_steps
+from kwscli.spotter import StreamSpotter
 
 ONNX_FORMAT = "kws-onnx-2"  # 2: the window graph takes frames and runs the conv once per step
 READS = ("kws-onnx-1", ONNX_FORMAT)
@@ -242,8 +241,9 @@ def numpy_log_mel(
     return np.log(mel, out=mel).T
 
 
-class OnnxSpotter:
-    """`kwscli.detect.Spotter` for an exported model: what `kws detect MODEL.onnx` runs."""
+class OnnxSpotter(StreamSpotter):
+    """A spotter (kwscli/spotter.py) on an exported model: what `kws detect MODEL.onnx` and
+    `kwscli.load("MODEL.onnx")` run."""
 
     def __init__(
         self,
@@ -267,7 +267,11 @@ class OnnxSpotter:
         else:
             self.threshold, self.threshold_from = check_threshold(threshold), "given"
         self.state = self.detector.state
-        self.sample_rate = self.detector.sample_rate
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds between two outputs of `predict`."""
+        return self.detector.geometry.step_seconds
 
     def settings(self) -> dict:
         d = self.detector
@@ -279,12 +283,9 @@ class OnnxSpotter:
             "threshold_from": self.threshold_from,
             "state": self.state,
             "window_s": d.window_seconds,
-            "step_s": d.geometry.step_seconds,
+            "step_s": self.step_seconds,
             "refractory_s": REFRACTORY_S,
         }
-
-    def detect_file(self, path: str | Path, keep_trace: bool = False) -> FileResult:
-        return detect_file(path, self.detector, self.threshold, keep_trace=keep_trace)
 
 
 def _floats(text: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -306,8 +307,8 @@ def load_spotter(
     model runs on onnxruntime, without torch, and so does the default model where torch is not
     installed (the bundled student's ONNX copy); any other model is a checkpoint, run by torch
     (kwscli/detect.py's `Spotter`)."""
-    if model is None and not _torch_installed():
-        model = bundled_onnx(state)
+    if (model is None or str(model) == "student") and not _torch_installed():
+        model = bundled_onnx(state)  # the bundled student's ONNX copy
     if not 1 <= threads <= MAX_THREADS:
         raise ConfigError(f"--threads {threads}: must be between 1 and {MAX_THREADS}")
     if model is not None and is_runtime_model(model):
