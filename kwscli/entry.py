@@ -76,7 +76,7 @@ def detect(
 ) -> int:
     """`kws detect` on the runtime; the exit code (1: a file failed; a KwsError's own code)."""
     from kwscli.errors import KwsError
-    from kwscli.report import detect_output, error
+    from kwscli.report import detect_output, drop_stdout, error, internal_error
     from kwscli.runtime import detect_inputs
 
     try:
@@ -89,12 +89,10 @@ def detect(
         error("interrupted")
         return 130
     except BrokenPipeError:  # `kws detect ... | head`: the reader has what it wanted
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_stdout()
         return 0
     except Exception as exc:  # a bug in kws: --debug (the full command line) shows where
-        error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+        error(internal_error(exc))
         return 1
 
 

@@ -14,13 +14,23 @@ from rich.markup import escape
 from rich.table import Table
 
 
+def drop_stdout() -> None:
+    """`kws ... | head`: the reader has what it wanted, which is not an error; what is still to
+    be written goes to /dev/null (the caller then exits 0)."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def internal_error(exc: Exception) -> str:
+    """The line a bug in kws (an exception no user input explains) is reported with."""
+    return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)"
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
-        """`kws ... | head`: the reader has what it wanted, which is not an error (rich's own
-        handler exits 1)."""
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        """A closed stdout (rich's own handler exits 1): `drop_stdout`."""
+        drop_stdout()
         raise SystemExit(0)
 
 

@@ -6,7 +6,6 @@ on; kwscli/cli/__init__.py registers them in that order.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,9 +34,9 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except BrokenPipeError:  # `kws ... | head`: the reader has what it wanted
-            import os
+            from kwscli.report import drop_stdout
 
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            drop_stdout()
             raise typer.Exit(0) from None
         except Exception as exc:
             if _state["debug"]:
@@ -49,10 +48,9 @@ class _Group(TyperGroup):
             # exits and help belong to click/typer; anything else is a bug in kws
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
-            fail(
-                f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-                every_rank=True,
-            )
+            from kwscli.report import internal_error
+
+            fail(internal_error(exc), every_rank=True)
 
     def format_help(self, ctx, formatter):
         _readable_metavars(self, ctx)
