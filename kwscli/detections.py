@@ -32,6 +32,7 @@ class StreamDetector(Protocol):
 
     features: Any  # .sample_rate
     window_seconds: float
+    score_seconds: float  # audio `process` scores at a time: what `detect_file` reads at a time
 
     def reset(self) -> None: ...
     def process(self, audio: np.ndarray) -> StreamOutput: ...
@@ -225,11 +226,10 @@ def detect_file(
     tracker = DetectionTracker(threshold, refractory, detector.window_seconds)
     times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
-        # a detector may score in pieces of its own (the runtime: `score_seconds`): read those
-        seconds = getattr(detector, "score_seconds", BLOCK_SECONDS)
-        for block in read_blocks(path, detector.features.sample_rate, seconds, result=result):
+        rate = detector.features.sample_rate
+        for block in read_blocks(path, rate, detector.score_seconds, result=result):
             out = detector.process(block)
-            result.duration += len(block) / detector.features.sample_rate
+            result.duration += len(block) / rate
             tracker.feed(out)
             if keep_trace:
                 times.append(out.times)

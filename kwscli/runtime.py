@@ -120,6 +120,8 @@ class OnnxDetector:
         self.path = path
         self.state = meta.get("state", "window")  # files exported before carry: window
         self.score_seconds = 2 if "int8" in meta.get("precision", "") else 10  # see process()
+        # window files before kws-onnx-2 take windows of frames, not the frames themselves
+        self.takes_windows = self.session.get_inputs()[0].name == "logmel"
         if self.state not in ("window", "carry"):
             raise CheckpointError(f"{path}: damaged kws ONNX metadata (state {self.state!r})")
         self.reset()
@@ -205,7 +207,7 @@ class OnnxDetector:
         k = (self.frames.shape[1] - g.window_frames) // g.stride + 1
         if k <= 0:
             return StreamOutput.empty()
-        if self.session.get_inputs()[0].name == "logmel":
+        if self.takes_windows:
             frames = np.ascontiguousarray(self.frames)
             s_mel, s_frame = frames.strides
             windows = np.lib.stride_tricks.as_strided(  # (k, n_mels, window_frames), no copy

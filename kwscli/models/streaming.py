@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kwscli.config import FeatureConfig
-from kwscli.detections import StreamOutput, attention_focus
+from kwscli.detections import BLOCK_SECONDS, StreamOutput, attention_focus
 from kwscli.models.crnn import input_dtype, keyword_probability
 from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
 from kwscli.shapes import StreamGeometry, conv_span, conv_steps
@@ -81,6 +81,8 @@ def take_windows(
 
 class StreamingDetector:
     """Chunks of audio in, P(keyword) per conv step out; `reset()` starts a new stream."""
+
+    score_seconds = BLOCK_SECONDS  # a block scores as one batch: `kws detect` reads 30 s
 
     def __init__(
         self,
