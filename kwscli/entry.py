@@ -41,7 +41,7 @@ def runtime_request(argv: list[str]) -> dict | None:
     None for anything else."""
     if not argv or argv[0] != "detect":
         return None
-    from kwscli.runtime import is_runtime_model
+    from kwscli.runtime import is_runtime_model, torch_installed
 
     files, values, switches = [], {}, {}
     tokens = iter(argv[1:])
@@ -61,7 +61,7 @@ def runtime_request(argv: list[str]) -> dict | None:
         else:
             return None
     model = values.get("model")
-    if not files or not (is_runtime_model(model) if model else _torch_absent()):
+    if not files or not (is_runtime_model(model) if model else not torch_installed()):
         return None
     return {"files": files, **values, **switches}
 
@@ -94,9 +94,3 @@ def detect(
     except Exception as exc:  # a bug in kws: --debug (the full command line) shows where
         error(internal_error(exc))
         return 1
-
-
-def _torch_absent() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is None

@@ -309,7 +309,7 @@ def load_spotter(
     model runs on onnxruntime, without torch, and so does the default model where torch is not
     installed (the bundled student's ONNX copy); any other model is a checkpoint, run by torch
     (kwscli/detect.py's `Spotter`)."""
-    if (model is None or str(model) == "student") and not _torch_installed():
+    if (model is None or str(model) == "student") and not torch_installed():
         model = bundled_onnx(state)  # the bundled student's ONNX copy
     if not 1 <= threads <= MAX_THREADS:
         raise ConfigError(f"--threads {threads}: must be between 1 and {MAX_THREADS}")
@@ -340,7 +340,7 @@ def detect_inputs(
     return run_files(spotter, files, keep_trace, save_triggers_to)
 
 
-def _torch_installed() -> bool:
+def torch_installed() -> bool:
     try:
         import torch  # noqa: F401  (the default model needs it anyway when it is there)
     except ImportError:
