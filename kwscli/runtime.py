@@ -334,8 +334,9 @@ def detect_inputs(
     threads: int = 1,
 ) -> DetectRun:
     """`kws detect`: each input through the spotter of `load_spotter`."""
-    from kwscli.detections import run_files
+    from kwscli.detections import keep_freed_memory, run_files
 
+    keep_freed_memory()
     spotter = load_spotter(model, threshold, state, threads)
     return run_files(spotter, files, keep_trace, save_triggers_to)
 

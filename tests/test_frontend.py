@@ -15,7 +15,7 @@ from kwscli.checkpoint import load_checkpoint
 from kwscli.config import FeatureConfig
 from kwscli.inference import build_model
 from kwscli.models.crnn import keyword_probability
-from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel
+from kwscli.models.frontend import LOG_FLOOR_LOG, LogMel, mel_filterbank
 from kwscli.models.streaming import StreamingDetector
 from kwscli.shapes import conv_span
 
@@ -50,6 +50,23 @@ def test_a_frame_is_the_power_spectrum_of_its_own_samples():
     expected = np.log(np.clip(power @ logmel.fb.double().numpy(), 1e-9, 1e9))
     ours = logmel(torch.from_numpy(x))[:, k].double().numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "n_mels", "sample_rate"), [(400, 40, 16000), (512, 64, 16000), (256, 23, 8000)]
+)
+def test_the_mel_filterbank_equals_torchaudios(n_fft, n_mels, sample_rate):
+    """Ours (so that detection need not import torchaudio) is torchaudio's melscale_fbanks with
+    the defaults MelSpectrogram uses: HTK scale, no norm, 0 Hz to Nyquist."""
+    import torchaudio
+
+    theirs = torchaudio.functional.melscale_fbanks(
+        n_fft // 2 + 1, 0.0, float(sample_rate // 2), n_mels, sample_rate
+    )
+    ours = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate)
+    assert ours.shape == theirs.shape == (n_fft // 2 + 1, n_mels)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-7)
+    assert (ours.max(dim=0).values > 0).all()  # every filter catches some bin
 
 
 @pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/sheila_example.wav not in this tree")

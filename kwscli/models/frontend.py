@@ -13,13 +13,15 @@ does, so `log_mel` equals the course's torchaudio recipe (pinned in tests/test_a
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from kwscli.config import FeatureConfig
 from kwscli.shapes import LOG_CEIL, LOG_FLOOR, LOG_FLOOR_LOG, conv_steps
 
-__all__ = ["LOG_FLOOR_LOG", "LogMel", "centred", "log_mel", "mel_power", "to_log"]
+__all__ = ["LOG_FLOOR_LOG", "LogMel", "centred", "log_mel", "mel_filterbank", "mel_power", "to_log"]
 
 
 def to_log(power: torch.Tensor, floor: float = LOG_FLOOR, ceil: float = LOG_CEIL) -> torch.Tensor:
@@ -32,23 +34,18 @@ class LogMel(nn.Module):
     """Samples (L,) or (B, L) → log-mel (n_mels, n) or (B, n_mels, n), one frame per hop, unpadded.
 
     TorchScript-able; the STFT window (win_length Hann centred in n_fft, as torch.stft pads it)
-    and mel filterbank (HTK, no norm: torchaudio's defaults) are buffers."""
+    and mel filterbank (`mel_filterbank`) are buffers."""
 
     def __init__(self, features: FeatureConfig) -> None:
         super().__init__()
-        import torchaudio
-
         f = features
         self.n_fft, self.hop, self.n_mels = f.n_fft, f.hop_length, f.n_mels
         pad = (f.n_fft - f.win_length) // 2
         window = nn.functional.pad(
             torch.hann_window(f.win_length), (pad, f.n_fft - f.win_length - pad)
         )
-        fb = torchaudio.functional.melscale_fbanks(
-            f.n_fft // 2 + 1, 0.0, float(f.sample_rate // 2), f.n_mels, f.sample_rate
-        )
         self.register_buffer("window", window)
-        self.register_buffer("fb", fb)  # (freqs, n_mels)
+        self.register_buffer("fb", mel_filterbank(f.n_fft // 2 + 1, f.n_mels, f.sample_rate))
 
     def frames(self, samples: int) -> int:
         """Whole frames in `samples` samples (framing is a conv with kernel n_fft, stride hop)."""
@@ -65,6 +62,21 @@ class LogMel(nn.Module):
 
     def forward(self, samples: torch.Tensor) -> torch.Tensor:
         return to_log(self.power(samples))
+
+
+def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular mel filters (n_freqs, n_mels) from 0 Hz to Nyquist on the HTK mel scale, not
+    normalised: torchaudio's `melscale_fbanks` defaults, computed the same way (pinned equal in
+    tests/test_frontend.py), so that detection need not import torchaudio (~0.3 s)."""
+    nyquist = sample_rate // 2
+    freqs = torch.linspace(0, nyquist, n_freqs)
+    top = 2595.0 * math.log10(1.0 + nyquist / 700.0)  # Hz → mel (HTK)
+    edges = 700.0 * (10.0 ** (torch.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
+    width = edges[1:] - edges[:-1]  # (n_mels + 1)
+    slopes = edges[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
+    down = -slopes[:, :-2] / width[:-1]
+    up = slopes[:, 2:] / width[1:]
+    return torch.clamp(torch.minimum(down, up), min=0.0)
 
 
 def centred(waveform: torch.Tensor, features: FeatureConfig) -> torch.Tensor:
