@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,6 +174,54 @@ def read_blocks(
             raise AudioError(f"{path}: decoding failed part-way ({reason})") from None
 
 
+def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray]:
+    """`blocks`, the next one read on a second thread while this one is scored: decoding (soundfile
+    lets go of the GIL) overlaps the model (which does too), 0.1-0.2 s of an hour. Errors come
+    out where they happened, after the blocks read before them; stopping early stops the
+    reader, with at most one block read ahead."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def hand(item: tuple) -> bool:
+        """Queue `item` for the caller; False once the caller has stopped."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for block in blocks:
+                if not hand((block, None)):
+                    return
+            hand((done, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            hand((None, exc))
+        finally:
+            blocks.close()  # the file, closed on this thread, where its generator runs
+
+    reader = threading.Thread(target=read, name="kws-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            block, exc = ready.get()
+            if exc is not None:
+                raise exc
+            if block is done:
+                return
+            yield block
+    finally:
+        stop.set()
+        reader.join(timeout=1.0)  # at most one block's read away (standard input: read whole)
+
+
 def _finite(block: np.ndarray, path: Path) -> np.ndarray:
     check_finite(block, path)
     return block
@@ -227,7 +275,7 @@ def detect_file(
     times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
         rate = detector.features.sample_rate
-        for block in read_blocks(path, rate, detector.score_seconds, result=result):
+        for block in read_ahead(read_blocks(path, rate, detector.score_seconds, result=result)):
             out = detector.process(block)
             result.duration += len(block) / rate
             tracker.feed(out)

@@ -629,3 +629,77 @@ def test_keep_freed_memory_stops_a_block_loop_faulting_its_pages_in_afresh():
         pytest.skip("not glibc")
     assert int(default) > 20 * 1000  # ~1,200 pages a pass, most passes
     assert int(after) < int(default) / 10
+
+
+def test_read_ahead_gives_every_block_in_order_then_the_error_where_it_happened():
+    """The reader thread changes when a block is read, never what comes out: the same blocks in
+    the same order, and a failure part-way only after the blocks read before it."""
+    from kwscli.detections import read_ahead
+
+    def source():
+        for i in range(5):
+            yield np.full(3, i, np.float32)
+        raise ValueError("lost sync")
+
+    got = []
+    with pytest.raises(ValueError, match="lost sync"):
+        for block in read_ahead(source()):
+            got.append(int(block[0]))
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_stopped_early_closes_its_source_and_reads_at_most_one_more():
+    from kwscli.detections import read_ahead
+
+    read, closed = [], []
+
+    def source():
+        try:
+            for i in range(100):
+                read.append(i)
+                yield np.zeros(1, np.float32)
+        finally:
+            closed.append(True)
+
+    blocks = read_ahead(source())
+    next(blocks)
+    next(blocks)
+    blocks.close()  # the consumer stops (an error in the model, Ctrl-C)
+    assert closed == [True]
+    assert len(read) <= 4  # two taken, one waiting in the queue, at most one being put
+
+
+def test_a_file_read_ahead_gives_the_blocks_read_blocks_gives(tmp_path):
+    from kwscli.detections import read_ahead, read_blocks
+
+    wav = tmp_path / "a.wav"
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 7).astype(np.float32)
+    sf.write(wav, audio, 16000, subtype="PCM_16")
+    plain = list(read_blocks(wav, 16000, block_seconds=2))
+    ahead = list(read_ahead(read_blocks(wav, 16000, block_seconds=2)))
+    assert [len(b) for b in ahead] == [len(b) for b in plain] == [32000, 32000, 32000, 16000]
+    np.testing.assert_array_equal(np.concatenate(ahead), np.concatenate(plain))
+
+
+@pytest.mark.slow  # 5 s
+def test_ctrl_c_while_standard_input_is_still_being_read_ends_with_one_line():
+    """The reader thread may sit in a read that never ends (a pipe nobody closes): Ctrl-C still
+    ends `kws detect -` at once, exit 130, the one line."""
+    import signal
+    import subprocess
+    import time
+
+    onnx = Path(__file__).parents[1] / "kwscli" / "assets" / "student.onnx"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kwscli", "detect", "-", "--model", str(onnx)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # started (0.3 s), and waiting for standard input
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "error: interrupted\n"
+    assert out == ""
