@@ -55,7 +55,7 @@ def speed(model: str, state: str) -> None:
         "--threshold",
         "0.5",
     ]
-    base = _child_peak_mib([sys.executable, "-c", "import torch, torchaudio, kwscli.detect"])
+    base = _child_peak_mib([sys.executable, "-c", "import torch, kwscli.detect"])
     walls = []
     for _ in range(3):  # the median of three runs: single runs vary by ±10 % here
         t0 = time.perf_counter()
