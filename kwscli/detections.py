@@ -180,6 +180,7 @@ def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray
     out where they happened, after the blocks read before them; stopping early stops the
     reader, with at most one block read ahead."""
     import queue
+    import signal
     import threading
 
     ready: queue.Queue = queue.Queue(maxsize=1)
@@ -197,6 +198,8 @@ def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray
         return False
 
     def read() -> None:
+        if hasattr(signal, "pthread_sigmask"):  # Ctrl-C must wake the caller, not this thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for block in blocks:
                 if not hand((block, None)):

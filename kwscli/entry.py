@@ -27,13 +27,17 @@ SWITCHES = {"--json": "json_out"}
 
 
 def main() -> None:
-    request = runtime_request(sys.argv[1:])
-    if request is None:
-        from kwscli.cli import main as full_cli
+    try:
+        request = runtime_request(sys.argv[1:])
+        if request is None:
+            from kwscli.cli import main as full_cli
 
-        full_cli()
-    else:
-        sys.exit(detect(**request))
+            full_cli()
+        else:
+            sys.exit(detect(**request))
+    except KeyboardInterrupt:  # Ctrl-C while Python was still importing (torch takes 2 s)
+        sys.stderr.write("error: interrupted\n")
+        sys.exit(130)
 
 
 def runtime_request(argv: list[str]) -> dict | None:

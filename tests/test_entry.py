@@ -126,3 +126,19 @@ def test_it_imports_neither_torch_nor_typer_nor_pydantic():
     )
     assert res.returncode == 0, res.stderr
     assert res.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_ctrl_c_while_still_starting_is_the_one_line_too(monkeypatch, capsys):
+    """Ctrl-C during the imports (torch's take 2 s), before any command's own handler is in
+    place: the same line and exit code as later, no traceback."""
+    from kwscli import entry
+
+    def interrupted(_argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry, "runtime_request", interrupted)
+    monkeypatch.setattr(sys, "argv", ["kws", "detect", "x.wav"])
+    with pytest.raises(SystemExit) as exc:
+        entry.main()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
