@@ -222,7 +222,7 @@ def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray
             yield block
     finally:
         stop.set()
-        reader.join(timeout=1.0)  # at most one block's read away (standard input: read whole)
+        reader.join(timeout=1.0)  # at most one block's read away
 
 
 def _finite(block: np.ndarray, path: Path) -> np.ndarray:
@@ -278,7 +278,9 @@ def detect_file(
     times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
         rate = detector.features.sample_rate
-        for block in read_ahead(read_blocks(path, rate, detector.score_seconds, result=result)):
+        blocks = read_blocks(path, rate, detector.score_seconds, result=result)
+        # standard input is read whole, on this thread: a read that Ctrl-C must interrupt
+        for block in blocks if str(path) == STDIN else read_ahead(blocks):
             out = detector.process(block)
             result.duration += len(block) / rate
             tracker.feed(out)

@@ -683,9 +683,10 @@ def test_a_file_read_ahead_gives_the_blocks_read_blocks_gives(tmp_path):
 
 @pytest.mark.slow  # 5 s
 def test_ctrl_c_while_standard_input_is_still_being_read_ends_with_one_line(python_sigint):
-    """The reader thread may sit in a read that never ends (a pipe nobody closes): Ctrl-C still
-    ends `kws detect -` at once, exit 130, the one line. (`python_sigint`: the child starts with
-    SIGINT handled, as from a terminal, not ignored as under a background job.)"""
+    """A pipe nobody closes: Ctrl-C still ends `kws detect -` at once, exit 130, the one line,
+    while the pipe is still open (standard input is read on the main thread, not read ahead: a
+    thread stuck in that read would abort Python at exit). `python_sigint`: the child starts with
+    SIGINT handled, as from a terminal, not ignored as under a background job."""
     import signal
     import subprocess
     import time
@@ -698,7 +699,9 @@ def test_ctrl_c_while_standard_input_is_still_being_read_ends_with_one_line(pyth
     try:
         time.sleep(2)  # started (0.3 s), and waiting for standard input
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        code = proc.wait(timeout=20)  # standard input still open
+        proc.stdin.close()
+        out, err = proc.stdout.read(), proc.stderr.read()
     finally:
         proc.kill()
-    assert (proc.returncode, err, out) == (130, "error: interrupted\n", "")
+    assert (code, err, out) == (130, "error: interrupted\n", "")
