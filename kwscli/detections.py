@@ -176,9 +176,11 @@ def read_blocks(
 
 def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray]:
     """`blocks`, the next one read on a second thread while this one is scored: decoding (soundfile
-    lets go of the GIL) overlaps the model (which does too), 0.1-0.2 s of an hour. Errors come
-    out where they happened, after the blocks read before them; stopping early stops the
-    reader, with at most one block read ahead."""
+    lets go of the GIL) overlaps the model (which does too), 0.1-0.2 s of an hour. The first
+    block is read here, on the caller's thread: opening the source may block (standard input is
+    read whole), and Ctrl-C must be able to interrupt that; a thread stuck in it would hold
+    stdin's lock and abort Python at exit. Errors come out where they happened, after the blocks
+    read before them; stopping early stops the reader, with at most one block read ahead."""
     import queue
     import signal
     import threading
@@ -210,9 +212,13 @@ def read_ahead(blocks: Generator[np.ndarray, None, None]) -> Iterator[np.ndarray
         finally:
             blocks.close()  # the file, closed on this thread, where its generator runs
 
+    first = next(blocks, done)
+    if first is done:
+        return
     reader = threading.Thread(target=read, name="kws-read-ahead", daemon=True)
     reader.start()
     try:
+        yield first
         while True:
             block, exc = ready.get()
             if exc is not None:
@@ -278,9 +284,7 @@ def detect_file(
     times, probs = [], []  # only with keep_trace: a day of audio would grow them without end
     try:
         rate = detector.features.sample_rate
-        blocks = read_blocks(path, rate, detector.score_seconds, result=result)
-        # standard input is read whole, on this thread: a read that Ctrl-C must interrupt
-        for block in blocks if str(path) == STDIN else read_ahead(blocks):
+        for block in read_ahead(read_blocks(path, rate, detector.score_seconds, result=result)):
             out = detector.process(block)
             result.duration += len(block) / rate
             tracker.feed(out)
