@@ -134,9 +134,10 @@ def read_blocks(
     try:
         f = sf.SoundFile(source)
     except Exception as exc:
-        raise AudioError(
-            f"{path}: not a readable audio file ({str(exc).splitlines()[-1]})"
-        ) from None
+        reason = str(exc).splitlines()[-1]
+        if not isinstance(source, str):  # soundfile names the in-memory copy by its address
+            reason = reason.replace(repr(source), "standard input")
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     with f:
         result.sample_rate, result.channels = f.samplerate, f.channels
         if f.frames == 0:

@@ -523,6 +523,10 @@ def test_folders_and_stdin_as_inputs_give_the_files_detections(tmp_path):
     piped = runner.invoke(app, ["detect", "-", "--json"], input=EXAMPLE_WAV.read_bytes())
     assert piped.exit_code == 0, piped.output
     assert json.loads(piped.output)[0]["detections"] == as_file["detections"]
+    garbage = runner.invoke(app, ["detect", "-"], input=b"not audio")
+    assert garbage.exit_code == 1
+    assert "-: not a readable audio file (Error opening standard input: " in garbage.output
+    assert "0x" not in garbage.output  # not the address of an in-memory buffer
 
 
 @pytest.mark.slow
